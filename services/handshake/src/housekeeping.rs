@@ -1,0 +1,76 @@
+//! Background work of a service replica: ring timeouts, dead gateways, and pruning.
+//!
+//! Every replica runs these; they are safe to run concurrently because each change is a
+//! conditional update (a ring expires once, whoever gets there first).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::service::{Handshake, now_ms};
+
+/// The longest a timeout can go unnoticed if no wake-up comes (another replica's ring).
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+/// How often dead gateways are swept and old records pruned.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Idempotency keys are honoured for this long (CONTRACT §2).
+const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// Expires rings when their timeout comes. Sleeps until the earliest pending timeout, waking
+/// early when new events commit (a new ring may time out sooner).
+pub async fn expire_rings(handshake: Handshake, shutdown: CancellationToken) {
+    let mut signal = handshake.store().outbox_signal();
+    loop {
+        signal.borrow_and_update();
+        let sleep = match handshake.expire_due().await {
+            Ok(expired) => {
+                if expired > 0 {
+                    tracing::debug!(expired, "rings timed out");
+                }
+                match handshake.store().next_expiry().await {
+                    Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0))
+                        .min(MAX_SLEEP),
+                    Ok(None) => MAX_SLEEP,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read next ring timeout");
+                        MAX_SLEEP
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "ring expiry failed; retrying");
+                MAX_SLEEP
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(sleep) => {}
+            _ = signal.changed() => {}
+        }
+    }
+}
+
+/// Forgets sockets of gateways whose presence lease ran out, and prunes delivered events and
+/// idempotency records past their windows.
+pub async fn sweep(handshake: Handshake, outbox_retention: Duration, shutdown: CancellationToken) {
+    let retention_ms = i64::try_from(outbox_retention.as_millis()).unwrap_or(i64::MAX / 2);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+        let now = now_ms();
+        match handshake.store().sweep_dead_gateways(now).await {
+            Ok(0) => {}
+            Ok(gone) => tracing::info!(sockets = gone, "forgot sockets of gateways that stopped heart-beating"),
+            Err(error) => tracing::warn!(%error, "presence sweep failed"),
+        }
+        if let Err(error) = handshake
+            .store()
+            .prune(now - retention_ms, now - IDEMPOTENCY_WINDOW_MS)
+            .await
+        {
+            tracing::warn!(%error, "pruning failed");
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Runs a handshake service replica: store, engines, gRPC, metrics and background tasks, until
+//! the shutdown token fires.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HandshakeConfig;
+use crate::engine::{EngineError, Engines};
+use crate::service::Handshake;
+use crate::store::{self, StoreError};
+use crate::{grpc, housekeeping, metrics_http};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("metrics server failed: {0}")]
+    Metrics(#[source] std::io::Error),
+}
+
+/// Listeners the replica serves on; bound by the caller so tests can use port 0.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
+/// Everything ready to serve: built first so that configuration errors surface at start-up.
+pub struct Replica {
+    handshake: Handshake,
+    config: HandshakeConfig,
+}
+
+impl Replica {
+    /// Checks the engine settings and opens (and migrates) the store.
+    pub async fn build(config: HandshakeConfig) -> Result<Self, StartError> {
+        let engines = Arc::new(Engines::from_config(&config.engines)?);
+        let store = store::connect(&config.database_url, config.db_max_connections).await?;
+        tracing::info!(
+            backend = store.backend(),
+            database = %config.redacted_database_url(),
+            engine = %engines.default_kind(),
+            "handshake store ready"
+        );
+        let handshake = Handshake::new(
+            store,
+            engines,
+            config.ring_timeout(),
+            config.presence_lease(),
+        );
+        Ok(Self { handshake, config })
+    }
+
+    pub fn handshake(&self) -> &Handshake {
+        &self.handshake
+    }
+
+    /// Serves until `shutdown`; background tasks stop with it.
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        metrics: PrometheusHandle,
+        shutdown: CancellationToken,
+    ) -> Result<(), StartError> {
+        let tasks = tokio_util::task::TaskTracker::new();
+        tasks.spawn(housekeeping::expire_rings(
+            self.handshake.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(housekeeping::sweep(
+            self.handshake.clone(),
+            std::time::Duration::from_secs(self.config.outbox_retention_s),
+            shutdown.clone(),
+        ));
+        if let Some(listener) = listeners.metrics {
+            tasks.spawn(metrics_http::serve(listener, metrics, shutdown.clone()));
+        }
+        tasks.close();
+        let served = grpc::serve(
+            listeners.grpc,
+            self.handshake,
+            self.config.outbox_poll(),
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        tasks.wait().await;
+        Ok(served?)
+    }
+}
