@@ -156,7 +156,15 @@ pub async fn request(
         } else if &existing.initiator == actor {
             return Ok(Outcome::new(Reply::RequestId(existing.id)));
         } else {
-            return accept_ringing(tx, ctx, actor, existing).await;
+            // Glare: both want the call. Accepting the ring already under way gives one
+            // videochat; each side gets its own credentials as an event.
+            let ring_id = existing.id.clone();
+            let mut outcome = accept_ringing(tx, ctx, actor, existing).await?;
+            let reply = std::mem::replace(&mut outcome.reply, Reply::RequestId(ring_id));
+            if let Reply::Credentials(credentials) = reply {
+                outcome.emit(actor, Event::DirectVideochatRequestAccepted(credentials));
+            }
+            return Ok(outcome);
         }
     }
     if !tx.is_available(target, ctx.now_ms).await? {

@@ -1,1 +1,72 @@
-fn main(){}
+//! `videochat`: a thin `main` over [`videochat::stack`].
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use videochat::cli::{Cli, Command};
+use videochat::{stack, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_logging(&cli.log);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    match cli.command {
+        Command::Serve(args) => {
+            tracing::info!(gateway = ?args.gateway, handshake = ?args.handshake, "starting gateway + handshake service");
+            let embedded = stack::Embedded::bind(args.gateway, args.handshake).await?;
+            tracing::info!(ws = %format!("ws://{}/ws", embedded.bound.ws), grpc = %embedded.bound.grpc, metrics = %embedded.bound.metrics, "serving");
+            embedded.run(shutdown).await
+        }
+        Command::Gateway(args) => {
+            tracing::info!(config = ?args.gateway, "starting gateway");
+            stack::run_gateway(args.gateway, shutdown).await
+        }
+        Command::Handshake(args) => {
+            tracing::info!(config = ?args.handshake, "starting handshake service");
+            stack::run_handshake(args.handshake, shutdown).await
+        }
+        Command::Migrate(args) => {
+            let backend = videochat_handshake::store::migrate(&args.database_url).await?;
+            tracing::info!(backend, "migrations applied");
+            Ok(())
+        }
+        Command::Token(args) => {
+            let token = videochat_gateway::auth::sign_dev_token(
+                &args.secret,
+                &args.user_id,
+                args.name.as_deref(),
+                args.ttl_s,
+            )?;
+            // The token is the command's output, for scripts: stdout, not the log.
+            use std::io::Write;
+            writeln!(std::io::stdout(), "{token}")?;
+            Ok(())
+        }
+    }
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM (what orchestrators send).
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                shutdown.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}

@@ -143,8 +143,8 @@ mod tests {
         assert_eq!(claims.name, "Alice Liddell");
         assert!(claims.video.room_join);
         assert_eq!(claims.video.room, "vc_room");
-        assert!(claims.video.can_publish);
-        assert!(claims.video.can_subscribe);
+        assert_eq!(claims.video.can_publish, Some(true));
+        assert_eq!(claims.video.can_subscribe, Some(true));
     }
 
     #[test]
@@ -154,8 +154,8 @@ mod tests {
         let claims = livekit_api::access_token::TokenVerifier::with_api_key("devkey", "secret")
             .verify(&creds.token)
             .expect("verifies");
-        assert!(!claims.video.can_publish);
-        assert!(claims.video.can_subscribe);
+        assert_eq!(claims.video.can_publish, Some(false));
+        assert_eq!(claims.video.can_subscribe, Some(true));
     }
 
     #[test]

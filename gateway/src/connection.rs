@@ -1,0 +1,214 @@
+//! One WebSocket connection after the upgrade: one `select!` over the next client frame, the
+//! next event to push, the keep-alive timer and shutdown.
+//!
+//! Client frames are served one at a time, in order: the response to a request is written
+//! before any event that arrived while it was in flight, so a client always sees its answer
+//! before the events the answer caused.
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::envelope;
+use crate::error::WireCode;
+use crate::registry::Outbound;
+use crate::server::Shared;
+use crate::upstream::now_ms;
+
+/// Everything a socket task needs, gathered at the upgrade.
+pub struct Session {
+    pub user_id: String,
+    pub connection_id: String,
+    pub outbound: mpsc::Receiver<Outbound>,
+    pub kick: CancellationToken,
+    /// Ring ids already shown to this socket by the replay at connect, so the same ring arriving
+    /// on the event stream is not shown twice.
+    pub replayed: HashSet<String>,
+    pub replay: Vec<String>,
+}
+
+pub async fn run(ws: WebSocketStream<TokioIo<Upgraded>>, session: Session, shared: Arc<Shared>) {
+    let span = tracing::info_span!("socket", user = %session.user_id, connection = %session.connection_id);
+    let user_id = session.user_id.clone();
+    let connection_id = session.connection_id.clone();
+    serve(ws, session, &shared).instrument(span).await;
+    shared.registry.remove(&user_id, &connection_id);
+    metrics::gauge!("videochat_gateway_open_sockets").decrement(1.0);
+    shared.upstream.close_connection(&connection_id).await;
+}
+
+async fn serve(mut ws: WebSocketStream<TokioIo<Upgraded>>, mut session: Session, shared: &Shared) {
+    let config = &shared.config;
+    let limiter = rate_limiter(config.rate_limit_per_s, config.rate_limit_burst);
+    let mut ping = tokio::time::interval(config.ping_interval());
+    ping.tick().await;
+    let mut last_heard = Instant::now();
+
+    for text in std::mem::take(&mut session.replay) {
+        if send(&mut ws, text, "replay").await.is_err() {
+            return;
+        }
+    }
+
+    let close = loop {
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => break Some((CloseCode::Restart, "server restarting")),
+            _ = session.kick.cancelled() => break Some((CloseCode::Again, "too slow to keep up with events")),
+            message = ws.next() => {
+                let Some(Ok(message)) = message else { break None };
+                last_heard = Instant::now();
+                match message {
+                    Message::Text(text) => {
+                        let reply = if limiter.check().is_err() {
+                            metrics::counter!("videochat_gateway_frames_in_total", "type" => "any", "result" => "rate_limited").increment(1);
+                            rate_limited(text.as_str())
+                        } else {
+                            handle(text.as_str(), &session.user_id, shared).await
+                        };
+                        if send(&mut ws, reply, "response").await.is_err() {
+                            break None;
+                        }
+                    }
+                    Message::Binary(_) => {
+                        let reply = envelope::failure(None, None, WireCode::InvalidFrame, "binary frames are not supported: send JSON text frames", now_ms());
+                        if send(&mut ws, reply, "response").await.is_err() {
+                            break None;
+                        }
+                    }
+                    Message::Close(_) => break None,
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                }
+            }
+            Some(outbound) = session.outbound.recv() => {
+                let Outbound::Event { text, ring } = outbound;
+                if let Some(ring) = ring && session.replayed.remove(&ring) {
+                    continue;
+                }
+                if send(&mut ws, text, "event").await.is_err() {
+                    break None;
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > config.idle_timeout() {
+                    tracing::info!("socket silent past its deadline; closing");
+                    break Some((CloseCode::Policy, "idle timeout"));
+                }
+                if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(frame))).await;
+    }
+}
+
+async fn send(
+    ws: &mut WebSocketStream<TokioIo<Upgraded>>,
+    text: String,
+    what: &'static str,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    metrics::counter!("videochat_gateway_frames_out_total", "kind" => what).increment(1);
+    ws.send(Message::Text(text.into())).await
+}
+
+/// Serves one text frame: decode, call the service, encode the answer.
+async fn handle(text: &str, user_id: &str, shared: &Shared) -> String {
+    let now = now_ms();
+    let inbound = match envelope::decode(text, shared.config.max_frame_bytes) {
+        Ok(inbound) => inbound,
+        Err(error) => {
+            metrics::counter!("videochat_gateway_frames_in_total", "type" => "invalid", "result" => error_label(error.code)).increment(1);
+            return envelope::failure(
+                error.kind.as_deref(),
+                error.event_id.as_deref(),
+                error.code,
+                &error.message,
+                now,
+            );
+        }
+    };
+    let span = tracing::info_span!(
+        "frame",
+        otel.name = inbound.kind,
+        websocket.type = inbound.kind,
+        event.id = %inbound.event_id,
+        videochat.user = user_id,
+    );
+    let result = shared.upstream.call(user_id, &inbound).instrument(span).await;
+    let now = now_ms();
+    match result {
+        Ok(data) => {
+            metrics::counter!("videochat_gateway_frames_in_total", "type" => inbound.kind, "result" => "ok").increment(1);
+            envelope::success(inbound.kind, &inbound.event_id, data, now)
+        }
+        Err(error) => {
+            metrics::counter!("videochat_gateway_frames_in_total", "type" => inbound.kind, "result" => error_label(error.code)).increment(1);
+            envelope::failure(
+                Some(inbound.kind),
+                Some(&inbound.event_id),
+                error.code,
+                &error.message,
+                now,
+            )
+        }
+    }
+}
+
+fn rate_limited(text: &str) -> String {
+    // Echo what can be cheaply read, without serving the frame.
+    let (kind, event_id) = match envelope::decode(text, usize::MAX) {
+        Ok(inbound) => (Some(inbound.kind.to_owned()), Some(inbound.event_id)),
+        Err(error) => (error.kind, error.event_id),
+    };
+    envelope::failure(
+        kind.as_deref(),
+        event_id.as_deref(),
+        WireCode::RateLimited,
+        "rate limit exceeded on this socket; slow down",
+        now_ms(),
+    )
+}
+
+fn error_label(code: WireCode) -> &'static str {
+    match code {
+        WireCode::InvalidFrame => "1000",
+        WireCode::UnknownType => "1001",
+        WireCode::InvalidData => "1002",
+        WireCode::RateLimited => "1003",
+        WireCode::Internal => "1004",
+        WireCode::Service(1021) => "1021",
+        WireCode::Service(10011) => "10011",
+        WireCode::Service(10012) => "10012",
+        WireCode::Service(10013) => "10013",
+        WireCode::Service(10014) => "10014",
+        WireCode::Service(10015) => "10015",
+        WireCode::Service(10016) => "10016",
+        WireCode::Service(_) => "other",
+    }
+}
+
+fn rate_limiter(per_s: u32, burst: u32) -> DefaultDirectRateLimiter {
+    let per_s = NonZeroU32::new(per_s.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct(Quota::per_second(per_s).allow_burst(burst))
+}

@@ -1,0 +1,317 @@
+//! The gateway's HTTP server: `/ws` (authenticated WebSocket upgrade), `/healthz`, `/readyz`
+//! and `/metrics` on one port. Reads top-down as in mini-redis: cap connections with a
+//! semaphore, back off on accept errors, stop on the shutdown token, drain sockets.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{AuthConfigError, Authenticator, token_from_request};
+use crate::config::GatewayConfig;
+use crate::connection::{self, Session};
+use crate::envelope;
+use crate::frames;
+use crate::registry::Registry;
+use crate::upstream::{Upstream, now_ms};
+
+/// Events queued for one socket before it counts as too slow.
+const SOCKET_QUEUE: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
+    #[error("invalid VIDEOCHAT_HANDSHAKE_URL: {0}")]
+    Upstream(#[from] tonic::transport::Error),
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    pub config: GatewayConfig,
+    pub upstream: Upstream,
+    pub registry: Arc<Registry>,
+    pub shutdown: CancellationToken,
+    auth: Authenticator,
+    ready: watch::Receiver<bool>,
+    metrics: PrometheusHandle,
+    sockets: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn sockets_permit(self: Arc<Self>) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::TryAcquireError> {
+        self.sockets.clone().try_acquire_owned()
+    }
+}
+
+/// Serves until `shutdown`, then closes every socket (1012) and returns within the drain
+/// deadline.
+pub async fn run(
+    config: GatewayConfig,
+    listener: TcpListener,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    if config.uses_dev_secret() {
+        tracing::warn!(
+            "!!! VIDEOCHAT_JWT_SECRET is the public development secret: anyone can mint tokens. \
+             Set VIDEOCHAT_JWT_SECRET, VIDEOCHAT_JWT_PUBLIC_KEY_FILE or VIDEOCHAT_JWKS_FILE in production !!!"
+        );
+    }
+    let auth = Authenticator::from_config(&config)?;
+    let gateway_id = format!("gw_{}", uuid::Uuid::now_v7().simple());
+    let upstream = Upstream::new(&config.handshake_url, gateway_id.clone(), config.rpc_timeout())?;
+    let registry = Arc::new(Registry::default());
+    let (ready_tx, ready) = watch::channel(false);
+    let tasks = TaskTracker::new();
+    // Sockets are closed by their own tasks on `shutdown`; the event stream outlives them a
+    // little so that their CloseConnection calls still reach the service.
+    let stream_stop = CancellationToken::new();
+    tasks.spawn(upstream.clone().run_event_stream(registry.clone(), ready_tx, stream_stop.clone()));
+
+    let shared = Arc::new(Shared {
+        sockets: Arc::new(Semaphore::new(config.max_connections)),
+        config,
+        upstream,
+        registry,
+        shutdown: shutdown.clone(),
+        auth,
+        ready,
+        metrics,
+    });
+    tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), %gateway_id, "gateway listening");
+
+    let connections = TaskTracker::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed; backing off");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let tracker = connections.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let shared = shared.clone();
+                let tracker = tracker.clone();
+                async move { Ok::<_, Infallible>(route(request, shared, tracker).await) }
+            });
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await
+            {
+                tracing::debug!(%error, "http connection ended");
+            }
+        });
+    }
+
+    // Drain: stop accepting, let socket tasks send their close frames, give up at the deadline.
+    tracing::info!(sockets = shared.registry.socket_count(), "gateway draining");
+    connections.close();
+    if tokio::time::timeout(shared.config.drain_timeout(), connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain deadline passed with sockets still open");
+    }
+    stream_stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}
+
+async fn route(
+    request: Request<Incoming>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+) -> Response<Full<Bytes>> {
+    match request.uri().path() {
+        "/ws" => upgrade(request, shared, tracker).await,
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            if *shared.ready.borrow() && !shared.shutdown.is_cancelled() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, &shared.metrics.render());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            response
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Authenticates, registers the socket with the service (so the user is available the moment
+/// the client sees the socket open), then switches protocols.
+async fn upgrade(
+    request: Request<Incoming>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+) -> Response<Full<Bytes>> {
+    if shared.shutdown.is_cancelled() || !*shared.ready.borrow() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "gateway not ready\n");
+    }
+    let principal = match token_from_request(&request).map(|t| shared.auth.authenticate(&t)) {
+        Some(Ok(principal)) => principal,
+        Some(Err(error)) => {
+            tracing::info!(%error, "upgrade refused");
+            metrics::counter!("videochat_gateway_auth_failures_total").increment(1);
+            return unauthorized("invalid token\n");
+        }
+        None => {
+            metrics::counter!("videochat_gateway_auth_failures_total").increment(1);
+            return unauthorized("missing token\n");
+        }
+    };
+    let Some(accept_key) = websocket_accept_key(&request) else {
+        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade (version 13)\n");
+    };
+    let Ok(permit) = Arc::clone(&shared).sockets_permit() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
+    };
+
+    let connection_id = format!("conn_{}", uuid::Uuid::now_v7().simple());
+    let (sender, outbound) = mpsc::channel(SOCKET_QUEUE);
+    let kick = CancellationToken::new();
+    let sockets_of_user = shared
+        .registry
+        .add(&principal.user_id, &connection_id, sender, kick.clone());
+    let rings = match shared
+        .upstream
+        .open_connection(&connection_id, &principal.user_id, principal.profile.clone())
+        .await
+    {
+        Ok(rings) => rings,
+        Err(error) => {
+            shared.registry.remove(&principal.user_id, &connection_id);
+            tracing::warn!(message = %error.message, "cannot register socket with the service");
+            return text(StatusCode::SERVICE_UNAVAILABLE, "handshake service unavailable\n");
+        }
+    };
+    metrics::histogram!("videochat_gateway_sockets_per_user").record(sockets_of_user as f64);
+    metrics::gauge!("videochat_gateway_open_sockets").increment(1.0);
+
+    let now = now_ms();
+    let replayed: HashSet<String> = rings.iter().map(|r| r.videochat_request_id.clone()).collect();
+    let replay = rings
+        .iter()
+        .map(|ring| {
+            // Replays get a fresh id: the original event's id is not known here.
+            let id = format!("replay_{}", uuid::Uuid::now_v7().simple());
+            envelope::event(envelope::EVENT_REQUESTED, &id, frames::ring(ring), now)
+        })
+        .collect();
+    let session = Session {
+        user_id: principal.user_id,
+        connection_id,
+        outbound,
+        kick,
+        replayed,
+        replay,
+    };
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(Some(shared.config.max_message_bytes))
+        .max_frame_size(Some(shared.config.max_message_bytes));
+    let on_upgrade = hyper::upgrade::on(request);
+    let task_shared = shared.clone();
+    tracker.spawn(async move {
+        let _permit = permit;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(ws_config),
+                )
+                .await;
+                connection::run(ws, session, task_shared).await;
+            }
+            Err(error) => {
+                tracing::info!(%error, "upgrade did not complete");
+                task_shared.registry.remove(&session.user_id, &session.connection_id);
+                task_shared.upstream.close_connection(&session.connection_id).await;
+            }
+        }
+    });
+
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+    if let Ok(value) = header::HeaderValue::from_str(&accept_key) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}
+
+fn websocket_accept_key<B>(request: &Request<B>) -> Option<String> {
+    let headers = request.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim().eq_ignore_ascii_case(token))
+    };
+    if request.method() != http::Method::GET
+        || !has_token(header::CONNECTION, "upgrade")
+        || !has_token(header::UPGRADE, "websocket")
+        || headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .and_then(|v| v.to_str().ok())
+            != Some("13")
+    {
+        return None;
+    }
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    Some(derive_accept_key(key.as_bytes()))
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *response.status_mut() = status;
+    response
+}
+
+fn unauthorized(body: &str) -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::UNAUTHORIZED, body);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
