@@ -127,11 +127,16 @@ impl Authenticator {
                     Some(kid) => set.find(kid),
                     None => set.keys.first(),
                 }
-                .ok_or_else(|| AuthError::Invalid("no key in the JWKS matches the token's kid".into()))?;
+                .ok_or_else(|| {
+                    AuthError::Invalid("no key in the JWKS matches the token's kid".into())
+                })?;
                 let key =
                     DecodingKey::from_jwk(jwk).map_err(|e| AuthError::Invalid(e.to_string()))?;
                 if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
-                    return Err(AuthError::Invalid(format!("algorithm {:?} not allowed", header.alg)));
+                    return Err(AuthError::Invalid(format!(
+                        "algorithm {:?} not allowed",
+                        header.alg
+                    )));
                 }
                 (key, header.alg)
             }

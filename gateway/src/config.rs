@@ -15,7 +15,11 @@ pub struct GatewayConfig {
     pub ws_addr: SocketAddr,
 
     /// The handshake service's gRPC endpoint.
-    #[arg(long, env = "VIDEOCHAT_HANDSHAKE_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "VIDEOCHAT_HANDSHAKE_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub handshake_url: String,
 
     /// HS256 secret for client tokens. Ignored when a public key or JWKS file is set.

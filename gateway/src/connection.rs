@@ -41,7 +41,8 @@ pub struct Session {
 }
 
 pub async fn run(ws: WebSocketStream<TokioIo<Upgraded>>, session: Session, shared: Arc<Shared>) {
-    let span = tracing::info_span!("socket", user = %session.user_id, connection = %session.connection_id);
+    let span =
+        tracing::info_span!("socket", user = %session.user_id, connection = %session.connection_id);
     let user_id = session.user_id.clone();
     let connection_id = session.connection_id.clone();
     serve(ws, session, &shared).instrument(span).await;
@@ -154,7 +155,11 @@ async fn handle(text: &str, user_id: &str, shared: &Shared) -> String {
         event.id = %inbound.event_id,
         videochat.user = user_id,
     );
-    let result = shared.upstream.call(user_id, &inbound).instrument(span).await;
+    let result = shared
+        .upstream
+        .call(user_id, &inbound)
+        .instrument(span)
+        .await;
     let now = now_ms();
     match result {
         Ok(data) => {

@@ -82,7 +82,10 @@ impl FrameError {
 /// Decodes one text frame.
 pub fn decode(text: &str, max_frame_bytes: usize) -> Result<Inbound, FrameError> {
     let value = serde_json::from_str::<Value>(text).map_err(|e| {
-        FrameError::new(WireCode::InvalidFrame, format!("frame is not valid JSON: {e}"))
+        FrameError::new(
+            WireCode::InvalidFrame,
+            format!("frame is not valid JSON: {e}"),
+        )
     });
     let oversized = text.len() > max_frame_bytes;
     let value = match value {
@@ -116,16 +119,31 @@ pub fn decode(text: &str, max_frame_bytes: usize) -> Result<Inbound, FrameError>
         event_id: echoed_id.clone(),
     };
     if oversized {
-        return Err(echo(WireCode::InvalidData, too_large(text.len(), max_frame_bytes)));
+        return Err(echo(
+            WireCode::InvalidData,
+            too_large(text.len(), max_frame_bytes),
+        ));
     }
     let event = match frame.remove("event") {
         None => return Err(echo(WireCode::InvalidData, "event.id is required".into())),
         Some(Value::Object(event)) => event,
-        Some(_) => return Err(echo(WireCode::InvalidData, "event must be an object".into())),
+        Some(_) => {
+            return Err(echo(
+                WireCode::InvalidData,
+                "event must be an object".into(),
+            ));
+        }
     };
     let event_id = match event.get("id") {
-        Some(Value::String(id)) => check_id("event.id", id).map_err(|m| echo(WireCode::InvalidData, m))?,
-        Some(_) => return Err(echo(WireCode::InvalidData, "event.id must be a string".into())),
+        Some(Value::String(id)) => {
+            check_id("event.id", id).map_err(|m| echo(WireCode::InvalidData, m))?
+        }
+        Some(_) => {
+            return Err(echo(
+                WireCode::InvalidData,
+                "event.id must be a string".into(),
+            ));
+        }
         None => return Err(echo(WireCode::InvalidData, "event.id is required".into())),
     };
     match event.get("date") {
@@ -150,14 +168,17 @@ pub fn decode(text: &str, max_frame_bytes: usize) -> Result<Inbound, FrameError>
         REQUEST_DIRECT => (
             REQUEST_DIRECT,
             ClientRequest::RequestDirectVideochat {
-                target_user: field(&data, "targetUser").map_err(|m| echo(WireCode::InvalidData, m))?,
+                target_user: field(&data, "targetUser")
+                    .map_err(|m| echo(WireCode::InvalidData, m))?,
             },
         ),
         INVITE => (
             INVITE,
             ClientRequest::Invite {
-                target_user: field(&data, "targetUser").map_err(|m| echo(WireCode::InvalidData, m))?,
-                videochat_id: field(&data, "videochatId").map_err(|m| echo(WireCode::InvalidData, m))?,
+                target_user: field(&data, "targetUser")
+                    .map_err(|m| echo(WireCode::InvalidData, m))?,
+                videochat_id: field(&data, "videochatId")
+                    .map_err(|m| echo(WireCode::InvalidData, m))?,
             },
         ),
         ACCEPT => (
@@ -177,7 +198,8 @@ pub fn decode(text: &str, max_frame_bytes: usize) -> Result<Inbound, FrameError>
         MERGE => (
             MERGE,
             ClientRequest::MergeToVideochat {
-                videochat_id: field(&data, "videochatId").map_err(|m| echo(WireCode::InvalidData, m))?,
+                videochat_id: field(&data, "videochatId")
+                    .map_err(|m| echo(WireCode::InvalidData, m))?,
                 videochat_request_id: field(&data, "videochatRequestId")
                     .map_err(|m| echo(WireCode::InvalidData, m))?,
             },
@@ -236,7 +258,9 @@ fn check_id(name: &str, value: &str) -> Result<String, String> {
         return Err(format!("{name} is too long (at most {MAX_ID_LEN} bytes)"));
     }
     if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!("{name} must not contain whitespace or control characters"));
+        return Err(format!(
+            "{name} must not contain whitespace or control characters"
+        ));
     }
     Ok(value.to_owned())
 }
@@ -248,7 +272,9 @@ fn is_traceparent(value: &str) -> bool {
         && parts[1].len() == 32
         && parts[2].len() == 16
         && parts[3].len() == 2
-        && parts.iter().all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// The `error` object of every frame the server sends.
@@ -372,7 +398,11 @@ mod tests {
         .unwrap_err();
         assert_eq!(error.kind.as_deref(), Some(ACCEPT));
         assert_eq!(error.event_id.as_deref(), Some("e-9"));
-        assert!(error.message.contains("data.videochatRequestId"), "{}", error.message);
+        assert!(
+            error.message.contains("data.videochatRequestId"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

@@ -40,7 +40,10 @@ impl From<Status> for CallError {
     fn from(status: Status) -> Self {
         if let Some(info) = status.get_details_error_info()
             && info.domain == ERROR_DOMAIN
-            && let Some(code) = info.metadata.get("code").and_then(|c| c.parse::<i32>().ok())
+            && let Some(code) = info
+                .metadata
+                .get("code")
+                .and_then(|c| c.parse::<i32>().ok())
         {
             let code = match code {
                 1002 => WireCode::InvalidData,

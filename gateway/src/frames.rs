@@ -39,7 +39,7 @@ fn user_or_empty(u: &Option<pb::User>) -> Value {
 }
 
 pub fn credentials(c: &pb::JoinCredentials) -> Value {
-    let p = c.permissions.clone().unwrap_or_default();
+    let p = c.permissions.unwrap_or_default();
     let mut data = json!({
         "videochatId": c.videochat_id,
         "videochatMode": c.videochat_mode,
@@ -93,7 +93,10 @@ pub fn event(kind: &pb::event::Kind) -> (&'static str, Value) {
         pb::event::Kind::VideochatRequested(r) => (envelope::EVENT_REQUESTED, ring(r)),
         pb::event::Kind::DirectVideochatRequestAccepted(a) => (
             envelope::EVENT_DIRECT_ACCEPTED,
-            a.credentials.as_ref().map(credentials).unwrap_or_else(|| json!({})),
+            a.credentials
+                .as_ref()
+                .map(credentials)
+                .unwrap_or_else(|| json!({})),
         ),
         pb::event::Kind::VideochatAccepted(a) => (
             envelope::EVENT_ACCEPTED,

@@ -94,6 +94,8 @@ impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Socket>>> {
         // A panic while holding this lock cannot leave the map inconsistent (every critical
         // section is a single map operation), so a poisoned lock is still usable.
-        self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.users
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

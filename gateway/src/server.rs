@@ -54,7 +54,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn sockets_permit(self: Arc<Self>) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::TryAcquireError> {
+    fn sockets_permit(
+        self: Arc<Self>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::TryAcquireError> {
         self.sockets.clone().try_acquire_owned()
     }
 }
@@ -75,14 +77,22 @@ pub async fn run(
     }
     let auth = Authenticator::from_config(&config)?;
     let gateway_id = format!("gw_{}", uuid::Uuid::now_v7().simple());
-    let upstream = Upstream::new(&config.handshake_url, gateway_id.clone(), config.rpc_timeout())?;
+    let upstream = Upstream::new(
+        &config.handshake_url,
+        gateway_id.clone(),
+        config.rpc_timeout(),
+    )?;
     let registry = Arc::new(Registry::default());
     let (ready_tx, ready) = watch::channel(false);
     let tasks = TaskTracker::new();
     // Sockets are closed by their own tasks on `shutdown`; the event stream outlives them a
     // little so that their CloseConnection calls still reach the service.
     let stream_stop = CancellationToken::new();
-    tasks.spawn(upstream.clone().run_event_stream(registry.clone(), ready_tx, stream_stop.clone()));
+    tasks.spawn(
+        upstream
+            .clone()
+            .run_event_stream(registry.clone(), ready_tx, stream_stop.clone()),
+    );
 
     let shared = Arc::new(Shared {
         sockets: Arc::new(Semaphore::new(config.max_connections)),
@@ -193,7 +203,10 @@ async fn upgrade(
         }
     };
     let Some(accept_key) = websocket_accept_key(&request) else {
-        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade (version 13)\n");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade (version 13)\n",
+        );
     };
     let Ok(permit) = Arc::clone(&shared).sockets_permit() else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
@@ -202,26 +215,37 @@ async fn upgrade(
     let connection_id = format!("conn_{}", uuid::Uuid::now_v7().simple());
     let (sender, outbound) = mpsc::channel(SOCKET_QUEUE);
     let kick = CancellationToken::new();
-    let sockets_of_user = shared
-        .registry
-        .add(&principal.user_id, &connection_id, sender, kick.clone());
+    let sockets_of_user =
+        shared
+            .registry
+            .add(&principal.user_id, &connection_id, sender, kick.clone());
     let rings = match shared
         .upstream
-        .open_connection(&connection_id, &principal.user_id, principal.profile.clone())
+        .open_connection(
+            &connection_id,
+            &principal.user_id,
+            principal.profile.clone(),
+        )
         .await
     {
         Ok(rings) => rings,
         Err(error) => {
             shared.registry.remove(&principal.user_id, &connection_id);
             tracing::warn!(message = %error.message, "cannot register socket with the service");
-            return text(StatusCode::SERVICE_UNAVAILABLE, "handshake service unavailable\n");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "handshake service unavailable\n",
+            );
         }
     };
     metrics::histogram!("videochat_gateway_sockets_per_user").record(sockets_of_user as f64);
     metrics::gauge!("videochat_gateway_open_sockets").increment(1.0);
 
     let now = now_ms();
-    let replayed: HashSet<String> = rings.iter().map(|r| r.videochat_request_id.clone()).collect();
+    let replayed: HashSet<String> = rings
+        .iter()
+        .map(|r| r.videochat_request_id.clone())
+        .collect();
     let replay = rings
         .iter()
         .map(|ring| {
@@ -260,8 +284,13 @@ async fn upgrade(
             }
             Err(error) => {
                 tracing::info!(%error, "upgrade did not complete");
-                task_shared.registry.remove(&session.user_id, &session.connection_id);
-                task_shared.upstream.close_connection(&session.connection_id).await;
+                task_shared
+                    .registry
+                    .remove(&session.user_id, &session.connection_id);
+                task_shared
+                    .upstream
+                    .close_connection(&session.connection_id)
+                    .await;
             }
         }
     });
@@ -269,8 +298,14 @@ async fn upgrade(
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
-    headers.insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("upgrade"),
+    );
+    headers.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
     if let Ok(value) = header::HeaderValue::from_str(&accept_key) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }

@@ -32,7 +32,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(url: &str, gateway_id: String, rpc_timeout: Duration) -> Result<Self, tonic::transport::Error> {
+    pub fn new(
+        url: &str,
+        gateway_id: String,
+        rpc_timeout: Duration,
+    ) -> Result<Self, tonic::transport::Error> {
         let channel = Endpoint::from_shared(url.to_owned())?
             .connect_timeout(Duration::from_secs(3))
             .http2_keep_alive_interval(Duration::from_secs(15))

@@ -92,6 +92,9 @@ mod tests {
             redact_url_password("postgres://app@db/vc"),
             "postgres://app@db/vc"
         );
-        assert_eq!(redact_url_password("sqlite://data/x.db"), "sqlite://data/x.db");
+        assert_eq!(
+            redact_url_password("sqlite://data/x.db"),
+            "sqlite://data/x.db"
+        );
     }
 }

@@ -467,10 +467,15 @@ pub struct Ring {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Event {
-    VideochatRequested(Ring),
+    VideochatRequested(Box<Ring>),
     DirectVideochatRequestAccepted(Box<JoinCredentials>),
-    VideochatAccepted { request_id: RequestId },
-    VideochatDeclined { request_id: RequestId, reason: DeclineReason },
+    VideochatAccepted {
+        request_id: RequestId,
+    },
+    VideochatDeclined {
+        request_id: RequestId,
+        reason: DeclineReason,
+    },
 }
 
 impl Event {

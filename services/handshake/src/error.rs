@@ -103,9 +103,8 @@ impl HandshakeError {
 
     pub fn code(&self) -> ErrorCode {
         match self {
-            HandshakeError::InvalidArgument { .. } | HandshakeError::IdempotencyKeyReused { .. } => {
-                ErrorCode::InvalidData
-            }
+            HandshakeError::InvalidArgument { .. }
+            | HandshakeError::IdempotencyKeyReused { .. } => ErrorCode::InvalidData,
             HandshakeError::TargetUserNotFound => ErrorCode::TargetUserNotFound,
             HandshakeError::TargetUserNotAvailable => ErrorCode::TargetUserNotAvailable,
             HandshakeError::RequestNotFound => ErrorCode::RequestNotFound,

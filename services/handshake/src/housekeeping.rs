@@ -28,8 +28,10 @@ pub async fn expire_rings(handshake: Handshake, shutdown: CancellationToken) {
                     tracing::debug!(expired, "rings timed out");
                 }
                 match handshake.store().next_expiry().await {
-                    Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0))
-                        .min(MAX_SLEEP),
+                    Ok(Some(at)) => {
+                        Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0))
+                            .min(MAX_SLEEP)
+                    }
                     Ok(None) => MAX_SLEEP,
                     Err(error) => {
                         tracing::warn!(%error, "cannot read next ring timeout");
@@ -62,7 +64,10 @@ pub async fn sweep(handshake: Handshake, outbox_retention: Duration, shutdown: C
         let now = now_ms();
         match handshake.store().sweep_dead_gateways(now).await {
             Ok(0) => {}
-            Ok(gone) => tracing::info!(sockets = gone, "forgot sockets of gateways that stopped heart-beating"),
+            Ok(gone) => tracing::info!(
+                sockets = gone,
+                "forgot sockets of gateways that stopped heart-beating"
+            ),
             Err(error) => tracing::warn!(%error, "presence sweep failed"),
         }
         if let Err(error) = handshake

@@ -191,7 +191,7 @@ pub async fn request(
     tx.insert_request(&ring).await?;
     let mut outcome = expired_first.unwrap_or_else(|| Outcome::new(Reply::Done));
     outcome.reply = Reply::RequestId(ring.id.clone());
-    let event = Event::VideochatRequested(ring_shown_to_target(tx, &ring).await?);
+    let event = Event::VideochatRequested(Box::new(ring_shown_to_target(tx, &ring).await?));
     outcome.emit(target, event);
     Ok(outcome)
 }
@@ -240,7 +240,7 @@ pub async fn invite(
     tx.insert_request(&ring).await?;
     let mut outcome = expired_first.unwrap_or_else(|| Outcome::new(Reply::Done));
     outcome.reply = Reply::RequestId(ring.id.clone());
-    let event = Event::VideochatRequested(ring_shown_to_target(tx, &ring).await?);
+    let event = Event::VideochatRequested(Box::new(ring_shown_to_target(tx, &ring).await?));
     outcome.emit(target, event);
     Ok(outcome)
 }
@@ -285,7 +285,12 @@ async fn accept_ringing(
             let videochat = new_videochat(ctx, VideochatMode::Videochat, ring.engine);
             tx.insert_videochat(&videochat).await?;
             let owner = tx
-                .add_participant(&videochat.id, &ring.initiator, Permissions::owner(), ctx.now_ms)
+                .add_participant(
+                    &videochat.id,
+                    &ring.initiator,
+                    Permissions::owner(),
+                    ctx.now_ms,
+                )
                 .await?;
             let guest = tx
                 .add_participant(
@@ -312,9 +317,16 @@ async fn accept_ringing(
                 .videochat(videochat_id)
                 .await?
                 .ok_or(HandshakeError::VideochatNotFound)?;
-            let participant = join(tx, ctx, &videochat, actor, invitee_permissions(videochat.mode))
-                .await?;
-            let for_acceptor = credentials(tx, ctx, &videochat, &participant, Some(&ring.id)).await?;
+            let participant = join(
+                tx,
+                ctx,
+                &videochat,
+                actor,
+                invitee_permissions(videochat.mode),
+            )
+            .await?;
+            let for_acceptor =
+                credentials(tx, ctx, &videochat, &participant, Some(&ring.id)).await?;
             outcome.reply = Reply::Credentials(Box::new(for_acceptor));
         }
     }

@@ -103,8 +103,8 @@ impl Handshake {
             return replay(record, command);
         }
         let outcome = machine::apply(tx.as_mut(), &ctx, actor, command).await?;
-        let reply = serde_json::to_vec(&outcome.reply)
-            .map_err(|e| HandshakeError::invalid("reply", e))?;
+        let reply =
+            serde_json::to_vec(&outcome.reply).map_err(|e| HandshakeError::invalid("reply", e))?;
         append(tx.as_mut(), &outcome.events, traceparent, ctx.now_ms).await?;
         tx.record_idempotency(&IdempotencyRecord {
             user_id: actor.clone(),
@@ -198,7 +198,8 @@ impl Handshake {
     ) -> Result<(), HandshakeError> {
         let now = now_ms();
         let mut tx = self.store.begin().await?;
-        tx.upsert_gateway_lease(gateway, now + self.lease_ms()).await?;
+        tx.upsert_gateway_lease(gateway, now + self.lease_ms())
+            .await?;
         for (connection, user) in connections {
             tx.patch_user(user, &UserPatch::default(), now).await?;
             tx.open_connection(connection, user, gateway, now).await?;

@@ -5,7 +5,11 @@ use videochat_gateway::GatewayConfig;
 use videochat_handshake::HandshakeConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "videochat", version, about = "Rings people for a video call and hands every side what it needs to join.")]
+#[command(
+    name = "videochat",
+    version,
+    about = "Rings people for a video call and hands every side what it needs to join."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogConfig,
@@ -14,6 +18,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up; size is irrelevant
 pub enum Command {
     /// Gateway and handshake service in one process (real gRPC between them on loopback).
     Serve(ServeArgs),
@@ -72,7 +77,12 @@ pub struct TokenArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LogConfig {
     /// `text` or `json`.
-    #[arg(long, global = true, env = "VIDEOCHAT_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "VIDEOCHAT_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: String,
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]

@@ -78,7 +78,10 @@ impl Embedded {
 }
 
 /// The handshake service alone.
-pub async fn run_handshake(config: HandshakeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_handshake(
+    config: HandshakeConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let grpc = TcpListener::bind(config.grpc_addr).await?;
     let metrics = TcpListener::bind(config.metrics_addr).await?;
     let replica = Replica::build(config).await?;

@@ -64,13 +64,20 @@ async fn direct_call_rings_every_socket_and_accept_hands_out_credentials(backend
     for socket in [&mut bob_phone, &mut bob_laptop] {
         let ring = socket.event(REQUESTED).await;
         assert_eq!(ring["error"]["status"], false);
-        assert!(ring["event"]["id"].as_str().is_some_and(|id| !id.is_empty()));
+        assert!(
+            ring["event"]["id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty())
+        );
         let data = &ring["data"];
         assert_eq!(data["videochatRequestId"], request_id.as_str());
         assert_eq!(data["user"]["id"], "alice");
         assert_eq!(data["user"]["firstName"], "alice");
         assert_eq!(data["user"]["lastName"], "Tester");
-        assert!(data["user"].get("avatar3D").is_none(), "empty avatar3D is omitted");
+        assert!(
+            data["user"].get("avatar3D").is_none(),
+            "empty avatar3D is omitted"
+        );
         assert_eq!(data["participants"], json!([]));
         assert_eq!(data["counter"], 0);
         assert!(data["expiresAt"].as_i64().unwrap() > ring["event"]["date"].as_i64().unwrap());
@@ -91,7 +98,10 @@ async fn direct_call_rings_every_socket_and_accept_hands_out_credentials(backend
     assert_eq!(bob_creds["permissions"]["isPromoted"], true);
     assert_eq!(bob_creds["permissions"]["isPresenter"], false);
     let secret = bob_creds["sharedSecret"].as_str().unwrap();
-    assert!(secret.len() >= 43, "32 bytes of entropy, base64url: {secret}");
+    assert!(
+        secret.len() >= 43,
+        "32 bytes of entropy, base64url: {secret}"
+    );
     let claims = verify_livekit(bob_creds["token"].as_str().unwrap());
     assert_eq!(claims.sub, "bob");
     assert_eq!(claims.video.room, bob_creds["room"].as_str().unwrap());
@@ -112,7 +122,10 @@ async fn direct_call_rings_every_socket_and_accept_hands_out_credentials(backend
     assert_eq!(alice_creds["permissions"]["isModerator"], true);
     assert_eq!(alice_creds["permissions"]["isParticipant"], true);
     assert_eq!(alice_creds["permissions"]["isPromoted"], true);
-    assert_eq!(verify_livekit(alice_creds["token"].as_str().unwrap()).sub, "alice");
+    assert_eq!(
+        verify_livekit(alice_creds["token"].as_str().unwrap()).sub,
+        "alice"
+    );
 
     for socket in [&mut bob_phone, &mut bob_laptop] {
         let event = socket.event(ACCEPTED).await;
@@ -130,7 +143,9 @@ async fn decline_by_target_and_cancel_by_initiator_reach_both_sides(backend: Bac
 
     let first = rid(&alice.request(REQUEST, json!({ "targetUser": "bob" })).await);
     bob.event(REQUESTED).await;
-    let declined = bob.request(DECLINE, json!({ "videochatRequestId": first })).await;
+    let declined = bob
+        .request(DECLINE, json!({ "videochatRequestId": first }))
+        .await;
     ok(&declined);
     assert!(declined.get("data").is_none_or(Value::is_null));
     for socket in [&mut alice, &mut bob, &mut bob_tab] {
@@ -138,13 +153,23 @@ async fn decline_by_target_and_cancel_by_initiator_reach_both_sides(backend: Bac
         assert_eq!(event["data"]["videochatRequestId"], first.as_str());
         assert_eq!(event["data"]["reason"], "declined");
     }
-    err(&bob.request(DECLINE, json!({ "videochatRequestId": first })).await, 10014);
-    err(&bob.request(ACCEPT, json!({ "videochatRequestId": first })).await, 10014);
+    err(
+        &bob.request(DECLINE, json!({ "videochatRequestId": first }))
+            .await,
+        10014,
+    );
+    err(
+        &bob.request(ACCEPT, json!({ "videochatRequestId": first }))
+            .await,
+        10014,
+    );
 
     let second = rid(&alice.request(REQUEST, json!({ "targetUser": "bob" })).await);
     assert_ne!(second, first, "a new ring after the first ended");
     bob.event(REQUESTED).await;
-    ok(&alice.request(DECLINE, json!({ "videochatRequestId": second })).await);
+    ok(&alice
+        .request(DECLINE, json!({ "videochatRequestId": second }))
+        .await);
     for socket in [&mut alice, &mut bob, &mut bob_tab] {
         let event = socket.event(DECLINED).await;
         assert_eq!(event["data"]["videochatRequestId"], second.as_str());
@@ -159,59 +184,149 @@ async fn operations_refuse_with_the_contract_codes(backend: Backend) {
     let mut bob = app.connect("bob").await;
     let mut carol = app.connect("carol").await;
 
-    err(&alice.request(REQUEST, json!({ "targetUser": "nobody" })).await, 1021);
-    err(&alice.request(REQUEST, json!({ "targetUser": "alice" })).await, 10016);
-    err(&alice.request(ACCEPT, json!({ "videochatRequestId": "vcr_missing" })).await, 10012);
-    err(&alice.request(DECLINE, json!({ "videochatRequestId": "vcr_missing" })).await, 10012);
     err(
-        &alice.request(MERGE, json!({ "videochatId": "vc_x", "videochatRequestId": "vcr_missing" })).await,
+        &alice
+            .request(REQUEST, json!({ "targetUser": "nobody" }))
+            .await,
+        1021,
+    );
+    err(
+        &alice
+            .request(REQUEST, json!({ "targetUser": "alice" }))
+            .await,
+        10016,
+    );
+    err(
+        &alice
+            .request(ACCEPT, json!({ "videochatRequestId": "vcr_missing" }))
+            .await,
         10012,
     );
     err(
-        &alice.request(INVITE, json!({ "targetUser": "bob", "videochatId": "vc_missing" })).await,
+        &alice
+            .request(DECLINE, json!({ "videochatRequestId": "vcr_missing" }))
+            .await,
+        10012,
+    );
+    err(
+        &alice
+            .request(
+                MERGE,
+                json!({ "videochatId": "vc_x", "videochatRequestId": "vcr_missing" }),
+            )
+            .await,
+        10012,
+    );
+    err(
+        &alice
+            .request(
+                INVITE,
+                json!({ "targetUser": "bob", "videochatId": "vc_missing" }),
+            )
+            .await,
         10015,
     );
 
     let ring = rid(&alice.request(REQUEST, json!({ "targetUser": "bob" })).await);
-    err(&alice.request(ACCEPT, json!({ "videochatRequestId": ring })).await, 10013);
-    err(&carol.request(ACCEPT, json!({ "videochatRequestId": ring })).await, 10013);
-    err(&carol.request(DECLINE, json!({ "videochatRequestId": ring })).await, 10013);
     err(
-        &alice.request(MERGE, json!({ "videochatId": "vc_x", "videochatRequestId": ring })).await,
+        &alice
+            .request(ACCEPT, json!({ "videochatRequestId": ring }))
+            .await,
+        10013,
+    );
+    err(
+        &carol
+            .request(ACCEPT, json!({ "videochatRequestId": ring }))
+            .await,
+        10013,
+    );
+    err(
+        &carol
+            .request(DECLINE, json!({ "videochatRequestId": ring }))
+            .await,
+        10013,
+    );
+    err(
+        &alice
+            .request(
+                MERGE,
+                json!({ "videochatId": "vc_x", "videochatRequestId": ring }),
+            )
+            .await,
         10013,
     );
     // bob is rung but is in no videochat: merging needs one he is in.
     err(
-        &bob.request(MERGE, json!({ "videochatId": "vc_nope", "videochatRequestId": ring })).await,
+        &bob.request(
+            MERGE,
+            json!({ "videochatId": "vc_nope", "videochatRequestId": ring }),
+        )
+        .await,
         10015,
     );
-    let videochat = ok(&bob.request(ACCEPT, json!({ "videochatRequestId": ring })).await)["videochatId"]
+    let videochat = ok(&bob
+        .request(ACCEPT, json!({ "videochatRequestId": ring }))
+        .await)["videochatId"]
         .as_str()
         .unwrap()
         .to_owned();
-    err(&bob.request(ACCEPT, json!({ "videochatRequestId": ring })).await, 10014);
+    err(
+        &bob.request(ACCEPT, json!({ "videochatRequestId": ring }))
+            .await,
+        10014,
+    );
 
     // Inviting: only participants may, not themselves, not someone already in.
     err(
-        &carol.request(INVITE, json!({ "targetUser": "alice", "videochatId": videochat })).await,
+        &carol
+            .request(
+                INVITE,
+                json!({ "targetUser": "alice", "videochatId": videochat }),
+            )
+            .await,
         10015,
     );
     err(
-        &alice.request(INVITE, json!({ "targetUser": "alice", "videochatId": videochat })).await,
+        &alice
+            .request(
+                INVITE,
+                json!({ "targetUser": "alice", "videochatId": videochat }),
+            )
+            .await,
         10016,
     );
     err(
-        &alice.request(INVITE, json!({ "targetUser": "bob", "videochatId": videochat })).await,
+        &alice
+            .request(
+                INVITE,
+                json!({ "targetUser": "bob", "videochatId": videochat }),
+            )
+            .await,
         10016,
     );
     err(
-        &alice.request(INVITE, json!({ "targetUser": "ghost", "videochatId": videochat })).await,
+        &alice
+            .request(
+                INVITE,
+                json!({ "targetUser": "ghost", "videochatId": videochat }),
+            )
+            .await,
         1021,
     );
     // An invite ring cannot be merged.
-    let invite = rid(&alice.request(INVITE, json!({ "targetUser": "carol", "videochatId": videochat })).await);
+    let invite = rid(&alice
+        .request(
+            INVITE,
+            json!({ "targetUser": "carol", "videochatId": videochat }),
+        )
+        .await);
     err(
-        &carol.request(MERGE, json!({ "videochatId": videochat, "videochatRequestId": invite })).await,
+        &carol
+            .request(
+                MERGE,
+                json!({ "videochatId": videochat, "videochatRequestId": invite }),
+            )
+            .await,
         10013,
     );
     app.stop().await;
@@ -223,30 +338,53 @@ async fn a_retried_event_id_gets_the_first_answer_and_changes_nothing(backend: B
     let mut bob = app.connect("bob").await;
     let mut bob_tab = app.connect("bob").await;
 
-    let first = alice.request_with_id(REQUEST, json!({ "targetUser": "bob" }), "call-1").await;
-    let again = alice.request_with_id(REQUEST, json!({ "targetUser": "bob" }), "call-1").await;
+    let first = alice
+        .request_with_id(REQUEST, json!({ "targetUser": "bob" }), "call-1")
+        .await;
+    let again = alice
+        .request_with_id(REQUEST, json!({ "targetUser": "bob" }), "call-1")
+        .await;
     assert_eq!(first["data"], again["data"]);
     let ring = rid(&first);
     bob.event(REQUESTED).await;
     bob.no_event(REQUESTED, Duration::from_millis(300)).await;
 
     // The same key from another socket of the same user is the same request.
-    let accept = bob.request_with_id(ACCEPT, json!({ "videochatRequestId": ring }), "ans-1").await;
-    let retry = bob_tab.request_with_id(ACCEPT, json!({ "videochatRequestId": ring }), "ans-1").await;
+    let accept = bob
+        .request_with_id(ACCEPT, json!({ "videochatRequestId": ring }), "ans-1")
+        .await;
+    let retry = bob_tab
+        .request_with_id(ACCEPT, json!({ "videochatRequestId": ring }), "ans-1")
+        .await;
     assert_eq!(ok(&accept), ok(&retry), "same credentials, not 10014");
     alice.event(DIRECT_ACCEPTED).await;
-    alice.no_event(DIRECT_ACCEPTED, Duration::from_millis(300)).await;
+    alice
+        .no_event(DIRECT_ACCEPTED, Duration::from_millis(300))
+        .await;
     bob.event(ACCEPTED).await;
     bob.no_event(ACCEPTED, Duration::from_millis(300)).await;
 
     // Refusals are replayed too; and a key is the caller's own, not everyone's.
-    let refused = alice.request_with_id(REQUEST, json!({ "targetUser": "nobody" }), "k").await;
+    let refused = alice
+        .request_with_id(REQUEST, json!({ "targetUser": "nobody" }), "k")
+        .await;
     err(&refused, 1021);
-    assert_eq!(alice.request_with_id(REQUEST, json!({ "targetUser": "nobody" }), "k").await["error"], refused["error"]);
-    err(&bob.request_with_id(ACCEPT, json!({ "videochatRequestId": "vcr_missing" }), "k").await, 10012);
+    assert_eq!(
+        alice
+            .request_with_id(REQUEST, json!({ "targetUser": "nobody" }), "k")
+            .await["error"],
+        refused["error"]
+    );
+    err(
+        &bob.request_with_id(ACCEPT, json!({ "videochatRequestId": "vcr_missing" }), "k")
+            .await,
+        10012,
+    );
 
     // A key reused for another operation is a client bug: 1002, nothing done.
-    let reused = alice.request_with_id(DECLINE, json!({ "videochatRequestId": ring }), "call-1").await;
+    let reused = alice
+        .request_with_id(DECLINE, json!({ "videochatRequestId": ring }), "call-1")
+        .await;
     err(&reused, 1002);
     app.stop().await;
 }
@@ -274,7 +412,10 @@ async fn glare_accepts_the_ring_coming_the_other_way(backend: Backend) {
     assert_eq!(rid(&answer), ring, "bob's request accepts alice's ring");
     let for_alice = alice.event(DIRECT_ACCEPTED).await;
     let for_bob = bob.event(DIRECT_ACCEPTED).await;
-    assert_eq!(for_alice["data"]["videochatId"], for_bob["data"]["videochatId"]);
+    assert_eq!(
+        for_alice["data"]["videochatId"],
+        for_bob["data"]["videochatId"]
+    );
     assert_eq!(for_alice["data"]["identity"], "alice");
     assert_eq!(for_bob["data"]["identity"], "bob");
     assert_eq!(for_alice["data"]["permissions"]["isOwner"], true);
@@ -296,7 +437,11 @@ async fn an_unanswered_ring_times_out(backend: Backend) {
         assert_eq!(event["data"]["reason"], "timeout");
         assert!(event["event"]["date"].as_i64().unwrap() >= expires_at);
     }
-    err(&bob.request(ACCEPT, json!({ "videochatRequestId": ring })).await, 10014);
+    err(
+        &bob.request(ACCEPT, json!({ "videochatRequestId": ring }))
+            .await,
+        10014,
+    );
     // A new call may follow at once.
     let next = rid(&alice.request(REQUEST, json!({ "targetUser": "bob" })).await);
     assert_ne!(next, ring);
@@ -315,12 +460,18 @@ async fn a_socket_that_connects_is_told_what_rings(backend: Backend) {
     assert_eq!(replay["data"]["videochatRequestId"], ring.as_str());
     assert_eq!(replay["data"]["user"]["id"], "alice");
     assert!(replay["data"]["expiresAt"].as_i64().is_some());
-    bob_again.no_event(REQUESTED, Duration::from_millis(300)).await;
+    bob_again
+        .no_event(REQUESTED, Duration::from_millis(300))
+        .await;
 
     // Once answered, it is not replayed any more.
-    ok(&bob.request(DECLINE, json!({ "videochatRequestId": ring })).await);
+    ok(&bob
+        .request(DECLINE, json!({ "videochatRequestId": ring }))
+        .await);
     let mut bob_later = app.connect("bob").await;
-    bob_later.no_event(REQUESTED, Duration::from_millis(300)).await;
+    bob_later
+        .no_event(REQUESTED, Duration::from_millis(300))
+        .await;
     app.stop().await;
 }
 
@@ -335,7 +486,10 @@ async fn merge_pulls_the_caller_into_the_current_videochat(backend: Backend) {
     let ring = rid(&carol.request(REQUEST, json!({ "targetUser": "bob" })).await);
     bob.event(REQUESTED).await;
     let merged = bob
-        .request(MERGE, json!({ "videochatId": videochat, "videochatRequestId": ring }))
+        .request(
+            MERGE,
+            json!({ "videochatId": videochat, "videochatRequestId": ring }),
+        )
         .await;
     ok(&merged);
     let joined = carol.event(DIRECT_ACCEPTED).await;
@@ -347,11 +501,20 @@ async fn merge_pulls_the_caller_into_the_current_videochat(backend: Backend) {
     assert_eq!(claims.video.room, joined["data"]["room"].as_str().unwrap());
     let accepted = bob.event(ACCEPTED).await;
     assert_eq!(accepted["data"]["videochatRequestId"], ring.as_str());
-    err(&bob.request(ACCEPT, json!({ "videochatRequestId": ring })).await, 10014);
+    err(
+        &bob.request(ACCEPT, json!({ "videochatRequestId": ring }))
+            .await,
+        10014,
+    );
 
     // Carol is now a participant: she may invite.
     let mut dave = app.connect("dave").await;
-    rid(&carol.request(INVITE, json!({ "targetUser": "dave", "videochatId": videochat })).await);
+    rid(&carol
+        .request(
+            INVITE,
+            json!({ "targetUser": "dave", "videochatId": videochat }),
+        )
+        .await);
     let ring = dave.event(REQUESTED).await;
     assert_eq!(ring["data"]["counter"], 3);
     app.stop().await;
@@ -364,8 +527,18 @@ async fn invite_rings_with_participants_and_counter(backend: Backend) {
     let mut carol = app.connect("carol").await;
     let (_, videochat) = call_and_accept(&mut alice, &mut bob).await;
 
-    let invite = rid(&alice.request(INVITE, json!({ "targetUser": "carol", "videochatId": videochat })).await);
-    let again = rid(&bob.request(INVITE, json!({ "targetUser": "carol", "videochatId": videochat })).await);
+    let invite = rid(&alice
+        .request(
+            INVITE,
+            json!({ "targetUser": "carol", "videochatId": videochat }),
+        )
+        .await);
+    let again = rid(&bob
+        .request(
+            INVITE,
+            json!({ "targetUser": "carol", "videochatId": videochat }),
+        )
+        .await);
     assert_eq!(invite, again, "one pending invite per invitee");
     let ring = carol.event(REQUESTED).await;
     let data = &ring["data"];
@@ -373,24 +546,46 @@ async fn invite_rings_with_participants_and_counter(backend: Backend) {
     assert_eq!(data["user"]["id"], "alice");
     assert_eq!(data["counter"], 2);
     assert_eq!(data["videochatId"], videochat.as_str());
-    let ids: Vec<&str> = data["participants"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = data["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["alice", "bob"]);
 
-    let creds = ok(&carol.request(ACCEPT, json!({ "videochatRequestId": invite })).await);
+    let creds = ok(&carol
+        .request(ACCEPT, json!({ "videochatRequestId": invite }))
+        .await);
     assert_eq!(creds["videochatId"], videochat.as_str());
     assert_eq!(creds["identity"], "carol");
-    assert_eq!(creds["permissions"]["isPromoted"], true, "invitee into a plain videochat speaks");
+    assert_eq!(
+        creds["permissions"]["isPromoted"], true,
+        "invitee into a plain videochat speaks"
+    );
     assert_eq!(creds["uid"], 3);
     carol.event(ACCEPTED).await;
-    alice.no_event(DIRECT_ACCEPTED, Duration::from_millis(300)).await;
+    alice
+        .no_event(DIRECT_ACCEPTED, Duration::from_millis(300))
+        .await;
 
     // Declining an invite tells inviter and invitee.
     let mut dave = app.connect("dave").await;
-    let second = rid(&bob.request(INVITE, json!({ "targetUser": "dave", "videochatId": videochat })).await);
+    let second = rid(&bob
+        .request(
+            INVITE,
+            json!({ "targetUser": "dave", "videochatId": videochat }),
+        )
+        .await);
     assert_eq!(dave.event(REQUESTED).await["data"]["counter"], 3);
-    ok(&dave.request(DECLINE, json!({ "videochatRequestId": second })).await);
+    ok(&dave
+        .request(DECLINE, json!({ "videochatRequestId": second }))
+        .await);
     assert_eq!(bob.event(DECLINED).await["data"]["reason"], "declined");
-    assert_eq!(dave.event(DECLINED).await["data"]["videochatRequestId"], second.as_str());
+    assert_eq!(
+        dave.event(DECLINED).await["data"]["videochatRequestId"],
+        second.as_str()
+    );
     app.stop().await;
 }
 
@@ -404,12 +599,17 @@ async fn concurrent_accepts_from_two_devices_let_exactly_one_win(backend: Backen
         phone.request(ACCEPT, json!({ "videochatRequestId": ring })),
         laptop.request(ACCEPT, json!({ "videochatRequestId": ring })),
     );
-    let codes = [a["error"]["code"].as_i64().unwrap(), b["error"]["code"].as_i64().unwrap()];
+    let codes = [
+        a["error"]["code"].as_i64().unwrap(),
+        b["error"]["code"].as_i64().unwrap(),
+    ];
     let mut sorted = codes;
     sorted.sort();
     assert_eq!(sorted, [0, 10014], "exactly one accept wins: {a} / {b}");
     alice.event(DIRECT_ACCEPTED).await;
-    alice.no_event(DIRECT_ACCEPTED, Duration::from_millis(300)).await;
+    alice
+        .no_event(DIRECT_ACCEPTED, Duration::from_millis(300))
+        .await;
     app.stop().await;
 }
 
@@ -426,9 +626,14 @@ async fn a_user_whose_sockets_all_closed_is_unavailable(backend: Backend) {
             err(&response, 10011);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "bob still available: {response}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob still available: {response}"
+        );
         if response["error"]["status"] == false {
-            ok(&alice.request(DECLINE, json!({ "videochatRequestId": rid(&response) })).await);
+            ok(&alice
+                .request(DECLINE, json!({ "videochatRequestId": rid(&response) }))
+                .await);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -180,7 +180,12 @@ pub struct EngineConfig {
     #[arg(long, env = "LIVEKIT_API_KEY", default_value = "devkey")]
     pub livekit_api_key: Option<String>,
     /// LiveKit API secret (the dev server's secret is `secret`).
-    #[arg(long, env = "LIVEKIT_API_SECRET", default_value = "secret", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LIVEKIT_API_SECRET",
+        default_value = "secret",
+        hide_env_values = true
+    )]
     pub livekit_api_secret: Option<String>,
     /// Agora project App ID.
     #[arg(long, env = "AGORA_APP_ID")]
@@ -214,10 +219,16 @@ impl fmt::Debug for EngineConfig {
             .field("livekit_api_key", &self.livekit_api_key)
             .field("livekit_api_secret", &redact(&self.livekit_api_secret))
             .field("agora_app_id", &self.agora_app_id)
-            .field("agora_app_certificate", &redact(&self.agora_app_certificate))
+            .field(
+                "agora_app_certificate",
+                &redact(&self.agora_app_certificate),
+            )
             .field("twilio_account_sid", &self.twilio_account_sid)
             .field("twilio_api_key_sid", &self.twilio_api_key_sid)
-            .field("twilio_api_key_secret", &redact(&self.twilio_api_key_secret))
+            .field(
+                "twilio_api_key_secret",
+                &redact(&self.twilio_api_key_secret),
+            )
             .finish()
     }
 }

@@ -76,7 +76,10 @@ pub(crate) fn user_from_pb(user: pb::User) -> Result<UserProfile, Status> {
         None => None,
     };
     if !matches!(user.privacy_mode, 0 | 1) {
-        return Err(invalid("user.privacy_mode", "must be 0 (default) or 1 (incognito)"));
+        return Err(invalid(
+            "user.privacy_mode",
+            "must be 0 (default) or 1 (incognito)",
+        ));
     }
     Ok(UserProfile {
         id: parse_id("user.id", user.id, UserId::parse)?,

@@ -71,11 +71,16 @@ impl gateway_link_server::GatewayLink for GatewayLinkApi {
                 parse_id("user_id", c.user_id, UserId::parse)?,
             ));
         }
-        self.handshake.attach_gateway(&gateway, &connections).await?;
+        self.handshake
+            .attach_gateway(&gateway, &connections)
+            .await?;
         let store = self.handshake.store().clone();
         let cursor = match hello.resume_after {
             Some(cursor) => cursor,
-            None => store.latest_seq().await.map_err(crate::error::HandshakeError::from)?,
+            None => store
+                .latest_seq()
+                .await
+                .map_err(crate::error::HandshakeError::from)?,
         };
         tracing::info!(%gateway, cursor, sockets = connections.len(), "gateway attached");
         metrics::gauge!("videochat_gateways_attached").increment(1.0);
@@ -145,7 +150,11 @@ struct Feed {
 }
 
 impl Feed {
-    async fn run(mut self, mut inbound: Streaming<pb::GatewayMessage>, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<pb::GatewayMessage>,
+        shutdown: CancellationToken,
+    ) {
         let mut signal = self.handshake.store().outbox_signal();
         loop {
             signal.borrow_and_update();
@@ -196,8 +205,15 @@ impl Feed {
             };
             if !batch.is_empty() {
                 let now = now_ms();
-                metrics::histogram!("videochat_outbox_lag_seconds")
-                    .record(batch.iter().map(|e| now - e.created_at_ms).max().unwrap_or(0).max(0) as f64 / 1000.0);
+                metrics::histogram!("videochat_outbox_lag_seconds").record(
+                    batch
+                        .iter()
+                        .map(|e| now - e.created_at_ms)
+                        .max()
+                        .unwrap_or(0)
+                        .max(0) as f64
+                        / 1000.0,
+                );
                 let events = batch.into_iter().filter_map(to_pb).collect();
                 let message = pb::ServiceMessage {
                     kind: Some(pb::service_message::Kind::Events(pb::EventBatch { events })),

@@ -20,7 +20,11 @@ impl HandshakeApi {
         Self { handshake }
     }
 
-    async fn run<T>(&self, request: Request<T>, build: impl FnOnce(T) -> Result<(pb::Actor, Command), Status>) -> Result<Reply, Status> {
+    async fn run<T>(
+        &self,
+        request: Request<T>,
+        build: impl FnOnce(T) -> Result<(pb::Actor, Command), Status>,
+    ) -> Result<Reply, Status> {
         let traceparent = request
             .metadata()
             .get("traceparent")
@@ -119,9 +123,11 @@ impl handshake_server::Handshake for HandshakeApi {
             })
             .await?;
         match reply {
-            Reply::Credentials(credentials) => Ok(Response::new(pb::AcceptVideochatRequestResponse {
-                credentials: Some(credentials_to_pb(&credentials)),
-            })),
+            Reply::Credentials(credentials) => {
+                Ok(Response::new(pb::AcceptVideochatRequestResponse {
+                    credentials: Some(credentials_to_pb(&credentials)),
+                }))
+            }
             other => Err(Status::internal(format!("unexpected reply {other:?}"))),
         }
     }
@@ -199,7 +205,10 @@ impl handshake_server::Handshake for HandshakeApi {
             })?
         };
         let engine = engine("engine", &r.engine)?;
-        let credentials = self.handshake.create_videochat(&owner, mode, engine).await?;
+        let credentials = self
+            .handshake
+            .create_videochat(&owner, mode, engine)
+            .await?;
         Ok(Response::new(pb::CreateVideochatResponse {
             credentials: Some(credentials_to_pb(&credentials)),
         }))

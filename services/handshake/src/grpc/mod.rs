@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use videochat_proto::v1::{
-    FILE_DESCRIPTOR_SET, gateway_link_server::GatewayLinkServer,
-    handshake_server::HandshakeServer, user_directory_server::UserDirectoryServer,
+    FILE_DESCRIPTOR_SET, gateway_link_server::GatewayLinkServer, handshake_server::HandshakeServer,
+    user_directory_server::UserDirectoryServer,
 };
 
 use crate::service::Handshake;

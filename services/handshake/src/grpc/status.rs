@@ -80,9 +80,9 @@ mod tests {
 
     #[test]
     fn internal_errors_hide_their_cause() {
-        let status = Status::from(HandshakeError::Store(
-            crate::store::StoreError::Url("secret detail".into()),
-        ));
+        let status = Status::from(HandshakeError::Store(crate::store::StoreError::Url(
+            "secret detail".into(),
+        )));
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(contract_code(&status).as_deref(), Some("1004"));
         assert!(!status.message().contains("secret detail"));

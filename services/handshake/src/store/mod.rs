@@ -128,10 +128,14 @@ pub trait StoreTx: Send {
         now_ms: i64,
     ) -> StoreResult<bool>;
     /// Requests ringing for `target` at `now_ms`, oldest first.
-    async fn ringing_for(&mut self, target: &UserId, now_ms: i64)
-    -> StoreResult<Vec<VideochatRequest>>;
+    async fn ringing_for(
+        &mut self,
+        target: &UserId,
+        now_ms: i64,
+    ) -> StoreResult<Vec<VideochatRequest>>;
     /// Pending requests whose ring timed out at `now_ms`, oldest first.
-    async fn due_requests(&mut self, now_ms: i64, limit: i64) -> StoreResult<Vec<VideochatRequest>>;
+    async fn due_requests(&mut self, now_ms: i64, limit: i64)
+    -> StoreResult<Vec<VideochatRequest>>;
 
     async fn insert_videochat(&mut self, videochat: &Videochat) -> StoreResult<()>;
     async fn videochat(&mut self, id: &VideochatId) -> StoreResult<Option<Videochat>>;
@@ -167,8 +171,11 @@ pub trait StoreTx: Send {
     /// Appends events to the outbox. They become visible to readers, in order, at commit.
     async fn append_events(&mut self, events: &[NewEvent]) -> StoreResult<()>;
 
-    async fn upsert_gateway_lease(&mut self, gateway: &GatewayId, expires_at_ms: i64)
-    -> StoreResult<()>;
+    async fn upsert_gateway_lease(
+        &mut self,
+        gateway: &GatewayId,
+        expires_at_ms: i64,
+    ) -> StoreResult<()>;
     async fn open_connection(
         &mut self,
         connection: &ConnectionId,
@@ -187,7 +194,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn close_connection(&self, connection: &ConnectionId) -> StoreResult<()>;
     /// Renews a gateway's presence lease.
-    async fn renew_gateway_lease(&self, gateway: &GatewayId, expires_at_ms: i64) -> StoreResult<()>;
+    async fn renew_gateway_lease(&self, gateway: &GatewayId, expires_at_ms: i64)
+    -> StoreResult<()>;
     /// Forgets connections of gateways whose lease ran out before `before_ms`.
     async fn sweep_dead_gateways(&self, before_ms: i64) -> StoreResult<u64>;
 
@@ -219,7 +227,9 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store for a `DATABASE_URL` (`postgres://…` or `sqlite://…`) and applies migrations.
 pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(url, max_connections).await?))
+        Ok(Arc::new(
+            PostgresStore::connect(url, max_connections).await?,
+        ))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url).await?))
     } else {

@@ -8,8 +8,8 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 
 use super::sql::{
-    RequestRow, UserRow, avatar_3d_json, participant_from_row,
-    request_columns, request_from_row, requests_from_rows, sql_store, user_columns, user_from_row, videochat_from_row,
+    RequestRow, UserRow, avatar_3d_json, participant_from_row, request_columns, request_from_row,
+    requests_from_rows, sql_store, user_columns, user_from_row, videochat_from_row,
 };
 use super::{IdempotencyRecord, NewEvent, RecordedOutcome, StoreError, StoreResult, StoredEvent};
 use crate::domain::{

@@ -73,7 +73,9 @@ pub(super) fn request_from_row(row: RequestRow) -> StoreResult<VideochatRequest>
             .map(VideochatId::try_from)
             .transpose()
             .map_err(|e| corrupt(table, e))?,
-        engine: engine.parse::<EngineKind>().map_err(|e| corrupt(table, e))?,
+        engine: engine
+            .parse::<EngineKind>()
+            .map_err(|e| corrupt(table, e))?,
         status: RequestStatus::parse(&status)
             .ok_or_else(|| corrupt(table, format!("status {status}")))?,
         created_at_ms: created,
@@ -89,9 +91,9 @@ pub(super) fn user_from_row(row: UserRow) -> StoreResult<UserProfile> {
     let (id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title) =
         row;
     let avatar_3d = match avatar_3d {
-        Some(json) => Some(
-            serde_json::from_str::<Avatar3D>(&json).map_err(|e| corrupt("users", e))?,
-        ),
+        Some(json) => {
+            Some(serde_json::from_str::<Avatar3D>(&json).map_err(|e| corrupt("users", e))?)
+        }
         None => None,
     };
     Ok(UserProfile {

@@ -129,7 +129,10 @@ impl TestDb {
                     .execute(&mut admin)
                     .await
                     .unwrap();
-                let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin_url);
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(b, _)| b)
+                    .unwrap_or(&admin_url);
                 Self {
                     url: format!("{base}/{name}"),
                     cleanup: Cleanup::Postgres { admin_url, name },
@@ -192,7 +195,9 @@ impl TestApp {
         let (mut gateway, mut handshake) = configs();
         handshake.database_url = db.url.clone();
         adjust(&mut gateway, &mut handshake);
-        let embedded = Embedded::bind(gateway, handshake).await.expect("stack starts");
+        let embedded = Embedded::bind(gateway, handshake)
+            .await
+            .expect("stack starts");
         let bound = embedded.bound;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(embedded.run(shutdown.clone()));
@@ -214,7 +219,10 @@ impl TestApp {
             if http_get(self.bound.ws, "/readyz").await.map(|(s, _)| s) == Some(200) {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "gateway never became ready");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gateway never became ready"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -262,7 +270,10 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, St
     stream.read_to_end(&mut response).await.ok()?;
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -300,7 +311,10 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: String) {
-        self.ws.send(Message::Text(text.into())).await.expect("send");
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
     }
 
     async fn read(&mut self) -> Value {
@@ -311,8 +325,12 @@ impl Client {
                 .unwrap_or_else(|| panic!("{}: socket closed", self.user))
                 .unwrap_or_else(|e| panic!("{}: socket error {e}", self.user));
             match message {
-                Message::Text(text) => return serde_json::from_str(text.as_str()).expect("server sends JSON"),
-                Message::Close(frame) => panic!("{}: server closed the socket: {frame:?}", self.user),
+                Message::Text(text) => {
+                    return serde_json::from_str(text.as_str()).expect("server sends JSON");
+                }
+                Message::Close(frame) => {
+                    panic!("{}: server closed the socket: {frame:?}", self.user)
+                }
                 _ => continue,
             }
         }
@@ -405,7 +423,10 @@ fn is_event(frame: &Value) -> bool {
 /// Asserts a successful response and returns its data.
 #[track_caller]
 pub fn ok(frame: &Value) -> Value {
-    assert_eq!(frame["error"]["status"], false, "expected success, got {frame}");
+    assert_eq!(
+        frame["error"]["status"], false,
+        "expected success, got {frame}"
+    );
     assert_eq!(frame["error"]["code"], 0, "{frame}");
     frame.get("data").cloned().unwrap_or(Value::Null)
 }
@@ -413,8 +434,19 @@ pub fn ok(frame: &Value) -> Value {
 /// Asserts a failed response with `code`.
 #[track_caller]
 pub fn err(frame: &Value, code: i64) {
-    assert_eq!(frame["error"]["status"], true, "expected error {code}, got {frame}");
+    assert_eq!(
+        frame["error"]["status"], true,
+        "expected error {code}, got {frame}"
+    );
     assert_eq!(frame["error"]["code"], code, "{frame}");
-    assert!(frame.get("data").is_none(), "failed response carries data: {frame}");
-    assert!(frame["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{frame}");
+    assert!(
+        frame.get("data").is_none(),
+        "failed response carries data: {frame}"
+    );
+    assert!(
+        frame["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{frame}"
+    );
 }

@@ -1,0 +1,23 @@
+# videochat-handshake tasks. `just` is optional: every recipe is a plain cargo command.
+
+# Gateway + handshake service on SQLite (ws://127.0.0.1:8080/ws)
+serve:
+    cargo run -p videochat -- serve
+
+# The whole test suite (SQLite and Postgres)
+test:
+    cargo test --workspace
+
+# What CI runs: fmt, clippy, tests
+ci:
+    bash .ci/run
+
+# A development token for a user
+token user name="":
+    cargo run -q -p videochat -- token {{user}} --name "{{name}}"
+
+fmt:
+    cargo fmt --all
+
+lint:
+    cargo clippy --workspace --all-targets -- -D warnings
