@@ -78,7 +78,7 @@ async fn serve(mut ws: WebSocketStream<TokioIo<Upgraded>>, mut session: Session,
                             metrics::counter!("videochat_gateway_frames_in_total", "type" => "any", "result" => "rate_limited").increment(1);
                             rate_limited(text.as_str())
                         } else {
-                            handle(text.as_str(), &session.user_id, shared).await
+                            handle(text.as_str(), &session.user_id, &session.connection_id, shared).await
                         };
                         if send(&mut ws, reply, "response").await.is_err() {
                             break None;
@@ -133,7 +133,7 @@ async fn send(
 }
 
 /// Serves one text frame: decode, call the service, encode the answer.
-async fn handle(text: &str, user_id: &str, shared: &Shared) -> String {
+async fn handle(text: &str, user_id: &str, connection_id: &str, shared: &Shared) -> String {
     let now = now_ms();
     let inbound = match envelope::decode(text, shared.config.max_frame_bytes) {
         Ok(inbound) => inbound,
@@ -149,12 +149,19 @@ async fn handle(text: &str, user_id: &str, shared: &Shared) -> String {
         }
     };
     let span = tracing::info_span!(
-        "frame",
+        "websocket.frame",
         otel.name = inbound.kind,
+        otel.kind = "server",
         websocket.type = inbound.kind,
-        event.id = %inbound.event_id,
+        websocket.event_id = %inbound.event_id,
         videochat.user = user_id,
+        videochat.socket = connection_id,
+        trace_id = tracing::field::Empty,
     );
+    if let Some(traceparent) = &inbound.traceparent {
+        videochat_telemetry::set_parent_from_traceparent(&span, traceparent);
+    }
+    span.record("trace_id", videochat_telemetry::trace_id(&span));
     let result = shared
         .upstream
         .call(user_id, &inbound)

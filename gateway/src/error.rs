@@ -56,7 +56,7 @@ impl From<Status> for CallError {
             };
         }
         // No application detail: the service was unreachable or failed before deciding.
-        let trace_id = uuid::Uuid::new_v4().simple().to_string();
+        let trace_id = videochat_telemetry::current_trace_id();
         tracing::error!(code = ?status.code(), message = status.message(), %trace_id, "handshake call failed");
         let message = match status.code() {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
+use tracing::{Instrument, Span};
 use videochat_proto::v1 as pb;
 use videochat_proto::v1::gateway_link_client::GatewayLinkClient;
 use videochat_proto::v1::handshake_client::HandshakeClient;
@@ -55,13 +56,19 @@ impl Upstream {
         &self.gateway_id
     }
 
-    fn request<T>(&self, message: T, traceparent: Option<&str>) -> tonic::Request<T> {
+    /// A request with the deadline and the current span's trace context in its metadata.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.rpc_timeout);
-        if let Some(tp) = traceparent
-            && let Ok(value) = tp.parse()
-        {
-            request.metadata_mut().insert("traceparent", value);
+        let mut headers = http::HeaderMap::new();
+        videochat_telemetry::inject(&Span::current(), &mut headers);
+        for (name, value) in &headers {
+            if let Ok(key) = tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes())
+                && let Ok(value) = value.to_str()
+                && let Ok(value) = value.parse()
+            {
+                request.metadata_mut().insert(key, value);
+            }
         }
         request
     }
@@ -72,77 +79,94 @@ impl Upstream {
             user_id: user.to_owned(),
             idempotency_key: inbound.event_id.clone(),
         });
-        let tp = inbound.traceparent.as_deref();
-        let mut client = self.handshake.clone();
+        let method = rpc_method(&inbound.request);
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = %format!("videochat.handshake.v1.Handshake/{method}"),
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = "videochat.handshake.v1.Handshake",
+            rpc.method = method,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
         let started = Instant::now();
-        let result = match &inbound.request {
+        let result = self
+            .send(actor, &inbound.request)
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "rpc.grpc.status_code",
+            match &result {
+                Ok(_) => 0,
+                Err(status) => status.code() as i64,
+            },
+        );
+        metrics::histogram!("videochat_gateway_rpc_seconds", "type" => inbound.kind)
+            .record(started.elapsed().as_secs_f64());
+        // Inside the span, so a 1004 message carries this request's trace id.
+        span.in_scope(|| result.map_err(CallError::from))
+    }
+
+    async fn send(
+        &self,
+        actor: Option<pb::Actor>,
+        request: &ClientRequest,
+    ) -> Result<Option<Value>, tonic::Status> {
+        let mut client = self.handshake.clone();
+        match request {
             ClientRequest::RequestDirectVideochat { target_user } => client
-                .request_direct_videochat(self.request(
-                    pb::RequestDirectVideochatRequest {
-                        actor,
-                        target_user: target_user.clone(),
-                        engine: String::new(),
-                    },
-                    tp,
-                ))
+                .request_direct_videochat(self.request(pb::RequestDirectVideochatRequest {
+                    actor,
+                    target_user: target_user.clone(),
+                    engine: String::new(),
+                }))
                 .await
-                .map(|r| Some(serde_json::json!({ "videochatRequestId": r.into_inner().videochat_request_id }))),
+                .map(|r| {
+                    Some(json!({ "videochatRequestId": r.into_inner().videochat_request_id }))
+                }),
             ClientRequest::Invite {
                 target_user,
                 videochat_id,
             } => client
-                .invite(self.request(
-                    pb::InviteRequest {
-                        actor,
-                        target_user: target_user.clone(),
-                        videochat_id: videochat_id.clone(),
-                    },
-                    tp,
-                ))
+                .invite(self.request(pb::InviteRequest {
+                    actor,
+                    target_user: target_user.clone(),
+                    videochat_id: videochat_id.clone(),
+                }))
                 .await
-                .map(|r| Some(serde_json::json!({ "videochatRequestId": r.into_inner().videochat_request_id }))),
+                .map(|r| {
+                    Some(json!({ "videochatRequestId": r.into_inner().videochat_request_id }))
+                }),
             ClientRequest::AcceptVideochatRequest {
                 videochat_request_id,
             } => client
-                .accept_videochat_request(self.request(
-                    pb::AcceptVideochatRequestRequest {
-                        actor,
-                        videochat_request_id: videochat_request_id.clone(),
-                    },
-                    tp,
-                ))
+                .accept_videochat_request(self.request(pb::AcceptVideochatRequestRequest {
+                    actor,
+                    videochat_request_id: videochat_request_id.clone(),
+                }))
                 .await
                 .map(|r| r.into_inner().credentials.as_ref().map(frames::credentials)),
             ClientRequest::DeclineVideochatRequest {
                 videochat_request_id,
             } => client
-                .decline_videochat_request(self.request(
-                    pb::DeclineVideochatRequestRequest {
-                        actor,
-                        videochat_request_id: videochat_request_id.clone(),
-                    },
-                    tp,
-                ))
+                .decline_videochat_request(self.request(pb::DeclineVideochatRequestRequest {
+                    actor,
+                    videochat_request_id: videochat_request_id.clone(),
+                }))
                 .await
                 .map(|_| None),
             ClientRequest::MergeToVideochat {
                 videochat_id,
                 videochat_request_id,
             } => client
-                .merge_to_videochat(self.request(
-                    pb::MergeToVideochatRequest {
-                        actor,
-                        videochat_id: videochat_id.clone(),
-                        videochat_request_id: videochat_request_id.clone(),
-                    },
-                    tp,
-                ))
+                .merge_to_videochat(self.request(pb::MergeToVideochatRequest {
+                    actor,
+                    videochat_id: videochat_id.clone(),
+                    videochat_request_id: videochat_request_id.clone(),
+                }))
                 .await
                 .map(|_| None),
-        };
-        metrics::histogram!("videochat_gateway_rpc_seconds", "type" => inbound.kind)
-            .record(started.elapsed().as_secs_f64());
-        result.map_err(CallError::from)
+        }
     }
 
     /// Records a new socket with the service; returns the rings it must show at once.
@@ -155,15 +179,12 @@ impl Upstream {
         let response = self
             .link
             .clone()
-            .open_connection(self.request(
-                pb::OpenConnectionRequest {
-                    gateway_id: self.gateway_id.clone(),
-                    connection_id: connection_id.to_owned(),
-                    user_id: user_id.to_owned(),
-                    profile: Some(profile),
-                },
-                None,
-            ))
+            .open_connection(self.request(pb::OpenConnectionRequest {
+                gateway_id: self.gateway_id.clone(),
+                connection_id: connection_id.to_owned(),
+                user_id: user_id.to_owned(),
+                profile: Some(profile),
+            }))
             .await?;
         Ok(response.into_inner().pending_rings)
     }
@@ -175,13 +196,10 @@ impl Upstream {
             let result = self
                 .link
                 .clone()
-                .close_connection(self.request(
-                    pb::CloseConnectionRequest {
-                        gateway_id: self.gateway_id.clone(),
-                        connection_id: connection_id.to_owned(),
-                    },
-                    None,
-                ))
+                .close_connection(self.request(pb::CloseConnectionRequest {
+                    gateway_id: self.gateway_id.clone(),
+                    connection_id: connection_id.to_owned(),
+                }))
                 .await;
             match result {
                 Ok(_) => return,
@@ -299,11 +317,33 @@ impl Upstream {
     }
 }
 
+fn rpc_method(request: &ClientRequest) -> &'static str {
+    match request {
+        ClientRequest::RequestDirectVideochat { .. } => "RequestDirectVideochat",
+        ClientRequest::Invite { .. } => "Invite",
+        ClientRequest::AcceptVideochatRequest { .. } => "AcceptVideochatRequest",
+        ClientRequest::DeclineVideochatRequest { .. } => "DeclineVideochatRequest",
+        ClientRequest::MergeToVideochat { .. } => "MergeToVideochat",
+    }
+}
+
+/// Delivers one event to the user's sockets, in a span linked to the request that caused it.
 fn dispatch(registry: &Registry, event: pb::Event) {
     let Some(kind) = &event.kind else {
         return;
     };
     let (name, data) = frames::event(kind);
+    let span = tracing::info_span!(
+        "videochat.event.deliver",
+        otel.name = %format!("deliver {name}"),
+        otel.kind = "producer",
+        websocket.type = name,
+        videochat.user = %event.recipient_user_id,
+        videochat.event_seq = event.seq,
+        videochat.sockets = tracing::field::Empty,
+    );
+    videochat_telemetry::link_to_traceparent(&span, &event.traceparent);
+    let _entered = span.enter();
     let ring = match kind {
         pb::event::Kind::VideochatRequested(r) => Some(r.videochat_request_id.clone()),
         _ => None,
@@ -311,6 +351,7 @@ fn dispatch(registry: &Registry, event: pb::Event) {
     let now = now_ms();
     let text = envelope::event(name, &event.event_id, data, now);
     let delivered = registry.deliver(&event.recipient_user_id, &Outbound::Event { text, ring });
+    span.record("videochat.sockets", delivered);
     metrics::counter!("videochat_gateway_events_delivered_total", "type" => name)
         .increment(delivered as u64);
     metrics::histogram!("videochat_event_delivery_seconds", "type" => name)

@@ -65,6 +65,7 @@ impl Handshake {
 
     /// Runs `command` for `actor` exactly once per idempotency key: a retry with the same key
     /// gets the first answer (reply or application error) and changes nothing.
+    #[tracing::instrument(name = "handshake.execute", skip_all, fields(videochat.operation = command.name(), videochat.user = %actor))]
     pub async fn execute(
         &self,
         actor: &UserId,
@@ -149,6 +150,7 @@ impl Handshake {
     }
 
     /// Expires every ring past its timeout; returns how many.
+    #[tracing::instrument(name = "handshake.expire_due", skip_all, level = "debug")]
     pub async fn expire_due(&self) -> Result<usize, HandshakeError> {
         let ctx = self.context();
         let mut tx = self.store.begin().await?;

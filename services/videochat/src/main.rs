@@ -8,7 +8,12 @@ use videochat::{stack, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init_logging(&cli.log);
+    let service_name = match &cli.command {
+        Command::Gateway(_) => "videochat-gateway",
+        Command::Handshake(_) => "videochat-handshake",
+        _ => "videochat",
+    };
+    let _telemetry = telemetry::init(service_name, &cli.log);
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     match cli.command {

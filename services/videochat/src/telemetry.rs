@@ -4,24 +4,18 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogConfig;
 
-/// Installs the log subscriber: human-readable text, or JSON lines with
-/// `VIDEOCHAT_LOG_FORMAT=json`.
-pub fn init_logging(config: &LogConfig) {
-    let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if config.log_format == "json" {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init()
+/// Installs logs (text, or JSON lines with `VIDEOCHAT_LOG_FORMAT=json`) and OpenTelemetry
+/// tracing (exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set). Keep the guard until exit.
+pub fn init(service_name: &str, config: &LogConfig) -> videochat_telemetry::TelemetryGuard {
+    let format = if config.log_format == "json" {
+        videochat_telemetry::LogFormat::Json
     } else {
-        builder.try_init()
+        videochat_telemetry::LogFormat::Text
     };
+    videochat_telemetry::init(service_name, format, &config.log_filter)
 }
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();

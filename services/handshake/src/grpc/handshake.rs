@@ -25,12 +25,8 @@ impl HandshakeApi {
         request: Request<T>,
         build: impl FnOnce(T) -> Result<(pb::Actor, Command), Status>,
     ) -> Result<Reply, Status> {
-        let traceparent = request
-            .metadata()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        // Events this request causes are linked to this span when they are delivered.
+        let traceparent = videochat_telemetry::traceparent(&tracing::Span::current());
         let (raw_actor, command) = build(request.into_inner())?;
         let (user, key) = actor(Some(raw_actor))?;
         tracing::Span::current().record("videochat.user", user.as_str());

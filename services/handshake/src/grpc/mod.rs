@@ -4,6 +4,7 @@
 mod convert;
 mod gateway_link;
 mod handshake;
+mod observe;
 pub mod status;
 mod users;
 
@@ -60,6 +61,7 @@ pub async fn serve(
 
     let stream_shutdown = shutdown.clone();
     let router = tonic::transport::Server::builder()
+        .layer(observe::ObserveLayer)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)

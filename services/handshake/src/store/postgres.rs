@@ -80,6 +80,7 @@ sql_store!(
     PostgresTx,
     sqlx::Postgres,
     backend = "postgres",
+    db_system = "postgresql",
     // Outbox positions come from a sequence, allocated at insert but visible at commit. Taking
     // this lock before appending makes commit order equal position order, so a reader that has
     // seen position N has seen everything below it.

@@ -152,7 +152,7 @@ pub(super) fn videochat_from_row(
 /// the order they were allocated (readers must never skip a position that commits later).
 /// `$notify`: SQL run after appending, telling other replicas there are new events.
 macro_rules! sql_store {
-    ($store:ident, $tx:ident, $db:ty, backend = $backend:literal, lock_outbox = $lock_outbox:expr, notify = $notify:expr) => {
+    ($store:ident, $tx:ident, $db:ty, backend = $backend:literal, db_system = $db_system:literal, lock_outbox = $lock_outbox:expr, notify = $notify:expr) => {
         /// One transaction on this backend.
         pub struct $tx {
             tx: sqlx::Transaction<'static, $db>,
@@ -162,6 +162,7 @@ macro_rules! sql_store {
 
         #[async_trait::async_trait]
         impl $crate::store::StoreTx for $tx {
+            #[tracing::instrument(name = "store.user", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn user(&mut self, id: &UserId) -> StoreResult<Option<UserProfile>> {
                 let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
                 let row: Option<UserRow> = sqlx::query_as(sql)
@@ -171,6 +172,7 @@ macro_rules! sql_store {
                 row.map(user_from_row).transpose()
             }
 
+            #[tracing::instrument(name = "store.upsert_user", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn upsert_user(&mut self, user: &UserProfile, now_ms: i64) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO users (id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title, updated_at_ms) \
@@ -193,6 +195,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(name = "store.patch_user", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn patch_user(&mut self, id: &UserId, patch: &UserPatch, now_ms: i64) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO users (id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title, updated_at_ms) \
@@ -214,6 +217,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(name = "store.is_available", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn is_available(&mut self, id: &UserId, now_ms: i64) -> StoreResult<bool> {
                 let (count,): (i64,) = sqlx::query_as(
                     "SELECT COUNT(*) FROM connections c JOIN gateways g ON g.id = c.gateway_id \
@@ -226,6 +230,7 @@ macro_rules! sql_store {
                 Ok(count > 0)
             }
 
+            #[tracing::instrument(name = "store.request", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn request(&mut self, id: &RequestId) -> StoreResult<Option<VideochatRequest>> {
                 let sql = concat!("SELECT ", request_columns!(), " FROM videochat_requests WHERE id = $1");
                 let row: Option<RequestRow> = sqlx::query_as(sql)
@@ -235,6 +240,7 @@ macro_rules! sql_store {
                 row.map(request_from_row).transpose()
             }
 
+            #[tracing::instrument(name = "store.pending_direct_between", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn pending_direct_between(&mut self, a: &UserId, b: &UserId) -> StoreResult<Option<VideochatRequest>> {
                 let sql = concat!("SELECT ", request_columns!(), " FROM videochat_requests WHERE pair_key = $1 AND kind = 'direct' AND status = 'pending'");
                 let row: Option<RequestRow> = sqlx::query_as(sql)
@@ -244,6 +250,7 @@ macro_rules! sql_store {
                 row.map(request_from_row).transpose()
             }
 
+            #[tracing::instrument(name = "store.pending_invite", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn pending_invite(&mut self, videochat: &VideochatId, target: &UserId) -> StoreResult<Option<VideochatRequest>> {
                 let sql = concat!("SELECT ", request_columns!(), " FROM videochat_requests WHERE videochat_id = $1 AND target_id = $2 AND kind = 'invite' AND status = 'pending'");
                 let row: Option<RequestRow> = sqlx::query_as(sql)
@@ -254,6 +261,7 @@ macro_rules! sql_store {
                 row.map(request_from_row).transpose()
             }
 
+            #[tracing::instrument(name = "store.insert_request", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn insert_request(&mut self, r: &VideochatRequest) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO videochat_requests (id, kind, initiator_id, target_id, videochat_id, engine, status, pair_key, created_at_ms, expires_at_ms) \
@@ -274,6 +282,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(name = "store.finish_request", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn finish_request(&mut self, id: &RequestId, status: RequestStatus, now_ms: i64) -> StoreResult<bool> {
                 let done = sqlx::query(
                     "UPDATE videochat_requests SET status = $2, answered_at_ms = $3 WHERE id = $1 AND status = 'pending'",
@@ -286,6 +295,7 @@ macro_rules! sql_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            #[tracing::instrument(name = "store.ringing_for", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn ringing_for(&mut self, target: &UserId, now_ms: i64) -> StoreResult<Vec<VideochatRequest>> {
                 let sql = concat!("SELECT ", request_columns!(), " FROM videochat_requests WHERE target_id = $1 AND status = 'pending' AND expires_at_ms > $2 ORDER BY created_at_ms, id");
                 let rows: Vec<RequestRow> = sqlx::query_as(sql)
@@ -296,6 +306,7 @@ macro_rules! sql_store {
                 requests_from_rows(rows)
             }
 
+            #[tracing::instrument(name = "store.due_requests", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn due_requests(&mut self, now_ms: i64, limit: i64) -> StoreResult<Vec<VideochatRequest>> {
                 let sql = concat!("SELECT ", request_columns!(), " FROM videochat_requests WHERE status = 'pending' AND expires_at_ms <= $1 ORDER BY expires_at_ms, id LIMIT $2");
                 let rows: Vec<RequestRow> = sqlx::query_as(sql)
@@ -306,6 +317,7 @@ macro_rules! sql_store {
                 requests_from_rows(rows)
             }
 
+            #[tracing::instrument(name = "store.insert_videochat", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn insert_videochat(&mut self, v: &crate::domain::Videochat) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO videochats (id, mode, engine, room, shared_secret, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -321,6 +333,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(name = "store.videochat", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn videochat(&mut self, id: &VideochatId) -> StoreResult<Option<crate::domain::Videochat>> {
                 let row: Option<(String, String, String, String, String, i64)> = sqlx::query_as(
                     "SELECT id, mode, engine, room, shared_secret, created_at_ms FROM videochats WHERE id = $1",
@@ -331,6 +344,7 @@ macro_rules! sql_store {
                 row.map(videochat_from_row).transpose()
             }
 
+            #[tracing::instrument(name = "store.participant", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn participant(&mut self, videochat: &VideochatId, user: &UserId) -> StoreResult<Option<Participant>> {
                 let row: Option<(i64, i64)> = sqlx::query_as(
                     "SELECT uid, permissions FROM participants WHERE videochat_id = $1 AND user_id = $2",
@@ -343,6 +357,7 @@ macro_rules! sql_store {
                     .transpose()
             }
 
+            #[tracing::instrument(name = "store.add_participant", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn add_participant(&mut self, videochat: &VideochatId, user: &UserId, permissions: Permissions, now_ms: i64) -> StoreResult<Participant> {
                 let (uid,): (i64,) = sqlx::query_as(
                     "INSERT INTO participants (videochat_id, user_id, uid, permissions, joined_at_ms) \
@@ -358,6 +373,7 @@ macro_rules! sql_store {
                 participant_from_row(videochat, user, uid, permissions.to_bits())
             }
 
+            #[tracing::instrument(name = "store.participant_count", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn participant_count(&mut self, videochat: &VideochatId) -> StoreResult<u32> {
                 let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM participants WHERE videochat_id = $1")
                     .bind(videochat.as_str())
@@ -366,6 +382,7 @@ macro_rules! sql_store {
                 Ok(u32::try_from(count).unwrap_or(u32::MAX))
             }
 
+            #[tracing::instrument(name = "store.participant_profiles", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn participant_profiles(&mut self, videochat: &VideochatId, limit: i64) -> StoreResult<Vec<UserProfile>> {
                 type Row = (String, Option<String>, Option<String>, Option<i64>, Option<String>, Option<String>, Option<String>, Option<String>);
                 let rows: Vec<Row> = sqlx::query_as(
@@ -393,6 +410,7 @@ macro_rules! sql_store {
                     .collect()
             }
 
+            #[tracing::instrument(name = "store.idempotency_record", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn idempotency_record(&mut self, user: &UserId, key: &IdempotencyKey) -> StoreResult<Option<IdempotencyRecord>> {
                 let row: Option<(String, Option<Vec<u8>>, Option<i64>, Option<String>, i64)> = sqlx::query_as(
                     "SELECT operation, reply, error_code, error_message, created_at_ms FROM idempotency_records \
@@ -417,6 +435,7 @@ macro_rules! sql_store {
                 }))
             }
 
+            #[tracing::instrument(name = "store.record_idempotency", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn record_idempotency(&mut self, record: &IdempotencyRecord) -> StoreResult<()> {
                 let (reply, code, message) = match &record.outcome {
                     RecordedOutcome::Reply(reply) => (Some(reply.as_slice()), None, None),
@@ -441,6 +460,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(name = "store.append_events", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn append_events(&mut self, events: &[NewEvent]) -> StoreResult<()> {
                 if events.is_empty() {
                     return Ok(());
@@ -470,6 +490,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(name = "store.upsert_gateway_lease", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn upsert_gateway_lease(&mut self, gateway: &GatewayId, expires_at_ms: i64) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO gateways (id, lease_expires_at_ms) VALUES ($1, $2) \
@@ -482,6 +503,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(name = "store.open_connection", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn open_connection(&mut self, connection: &ConnectionId, user: &UserId, gateway: &GatewayId, now_ms: i64) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO connections (id, user_id, gateway_id, connected_at_ms) VALUES ($1, $2, $3, $4) \
@@ -496,6 +518,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(name = "store.commit", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn commit(self: Box<Self>) -> StoreResult<()> {
                 let appended = self.appended_events;
                 let signal = self.signal.clone();
@@ -518,6 +541,7 @@ macro_rules! sql_store {
                 }))
             }
 
+            #[tracing::instrument(name = "store.close_connection", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn close_connection(&self, connection: &ConnectionId) -> StoreResult<()> {
                 sqlx::query("DELETE FROM connections WHERE id = $1")
                     .bind(connection.as_str())
@@ -526,6 +550,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(name = "store.renew_gateway_lease", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn renew_gateway_lease(&self, gateway: &GatewayId, expires_at_ms: i64) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO gateways (id, lease_expires_at_ms) VALUES ($1, $2) \
@@ -538,6 +563,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            #[tracing::instrument(name = "store.sweep_dead_gateways", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn sweep_dead_gateways(&self, before_ms: i64) -> StoreResult<u64> {
                 let mut tx = self.pool.begin().await?;
                 let connections = sqlx::query(
@@ -554,6 +580,7 @@ macro_rules! sql_store {
                 Ok(connections.rows_affected())
             }
 
+            #[tracing::instrument(name = "store.latest_seq", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn latest_seq(&self) -> StoreResult<u64> {
                 let (seq,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM outbox_events")
                     .fetch_one(&self.pool)
@@ -561,6 +588,7 @@ macro_rules! sql_store {
                 Ok(u64::try_from(seq).unwrap_or_default())
             }
 
+            #[tracing::instrument(name = "store.events_for_gateway", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn events_for_gateway(&self, gateway: &GatewayId, after: u64, upto: u64, limit: i64) -> StoreResult<Vec<StoredEvent>> {
                 let rows: Vec<(i64, String, String, Vec<u8>, String, i64)> = sqlx::query_as(
                     "SELECT o.seq, o.event_id, o.recipient_user_id, o.payload, o.traceparent, o.created_at_ms \
@@ -592,6 +620,7 @@ macro_rules! sql_store {
                     .collect()
             }
 
+            #[tracing::instrument(name = "store.next_expiry", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn next_expiry(&self) -> StoreResult<Option<i64>> {
                 let (next,): (Option<i64>,) =
                     sqlx::query_as("SELECT MIN(expires_at_ms) FROM videochat_requests WHERE status = 'pending'")
@@ -600,6 +629,7 @@ macro_rules! sql_store {
                 Ok(next)
             }
 
+            #[tracing::instrument(name = "store.prune", skip_all, fields(db.system = $db_system, otel.kind = "client"))]
             async fn prune(&self, events_before_ms: i64, idempotency_before_ms: i64) -> StoreResult<u64> {
                 let events = sqlx::query("DELETE FROM outbox_events WHERE created_at_ms < $1")
                     .bind(events_before_ms)

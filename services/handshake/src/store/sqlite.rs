@@ -59,6 +59,7 @@ sql_store!(
     SqliteTx,
     sqlx::Sqlite,
     backend = "sqlite",
+    db_system = "sqlite",
     // One connection: transactions are already serialized, positions commit in order.
     lock_outbox = None,
     // One process: the commit itself pokes the local signal.
