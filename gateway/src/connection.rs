@@ -165,8 +165,14 @@ async fn handle(text: &str, user_id: &str, connection_id: &str, shared: &Shared)
     let result = shared
         .upstream
         .call(user_id, &inbound)
-        .instrument(span)
+        .instrument(span.clone())
         .await;
+    span.in_scope(|| match &result {
+        Ok(_) => tracing::debug!(code = 0, "frame answered"),
+        Err(error) => {
+            tracing::debug!(code = error.code.as_i32(), error.message = %error.message, "frame answered")
+        }
+    });
     let now = now_ms();
     match result {
         Ok(data) => {
