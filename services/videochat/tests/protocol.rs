@@ -105,7 +105,7 @@ async fn bad_frames_get_errors_and_the_socket_stays_usable(backend: Backend) {
     assert_eq!(refused["event"]["id"], "h-1");
 
     // Binary frames are not part of the protocol.
-    // (Sent raw: the helper only sends text, so use a fresh socket-level check below.)
+    err(&alice.send_binary(b"{}".to_vec()).await, 1000);
 
     // None of that changed anything, and the socket still serves requests.
     bob.no_event(REQUESTED, Duration::from_millis(200)).await;

@@ -310,6 +310,21 @@ impl Client {
         format!("{}-{}-{}", self.user, self.nonce, self.next_id)
     }
 
+    /// Sends a binary frame and returns the next frame that is not a server event.
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) -> Value {
+        self.ws
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("send");
+        loop {
+            let frame = self.read().await;
+            if !is_event(&frame) {
+                return frame;
+            }
+            self.inbox.push_back(frame);
+        }
+    }
+
     pub async fn send_text(&mut self, text: String) {
         self.ws
             .send(Message::Text(text.into()))
