@@ -231,41 +231,52 @@ async fn a_socket_flooding_frames_is_rate_limited(backend: Backend) {
     app.stop().await;
 }
 
+/// The value of one series in a Prometheus text exposition (0 when absent).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 async fn health_readiness_and_metrics_answer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     assert_eq!(http_get(app.bound.ws, "/healthz").await.unwrap().0, 200);
     assert_eq!(http_get(app.bound.ws, "/readyz").await.unwrap().0, 200);
     assert_eq!(http_get(app.bound.ws, "/nope").await.unwrap().0, 404);
+    let declined = "videochat_request_outcomes_total{outcome=\"declined\"}";
+    let frames_ok = "videochat_gateway_frames_in_total{type=\"videochat:declineVideochatRequest\",result=\"ok\"}";
+    let before_service = http_get(app.bound.metrics, "/metrics").await.unwrap().1;
+    let before_gateway = http_get(app.bound.ws, "/metrics").await.unwrap().1;
+
     let mut alice = app.connect("alice").await;
     let mut bob = app.connect("bob").await;
-    let id =
-        ok(&alice.request(REQUEST, json!({ "targetUser": "bob" })).await)["videochatRequestId"]
-            .clone();
+    let id = ok(&alice.request(REQUEST, json!({ "targetUser": "bob" })).await)["videochatRequestId"].clone();
     bob.event(REQUESTED).await;
-    ok(&bob
-        .request(
-            "videochat:declineVideochatRequest",
-            json!({ "videochatRequestId": id }),
-        )
-        .await);
+    ok(&bob.request("videochat:declineVideochatRequest", json!({ "videochatRequestId": id })).await);
     alice.event(DECLINED).await;
 
     let (status, gateway_metrics) = http_get(app.bound.ws, "/metrics").await.unwrap();
     assert_eq!(status, 200);
+    assert!(sample(&gateway_metrics, frames_ok) > sample(&before_gateway, frames_ok));
     for name in [
         "videochat_gateway_open_sockets",
-        "videochat_gateway_frames_in_total",
+        "videochat_gateway_sockets_per_user",
         "videochat_gateway_rpc_seconds",
         "videochat_event_delivery_seconds",
+        "videochat_gateway_frames_out_total",
     ] {
-        assert!(
-            gateway_metrics.contains(name),
-            "gateway /metrics lacks {name}"
-        );
+        assert!(gateway_metrics.contains(name), "gateway /metrics lacks {name}");
     }
     let (status, service_metrics) = http_get(app.bound.metrics, "/metrics").await.unwrap();
     assert_eq!(status, 200);
-    assert!(service_metrics.contains("videochat_request_outcomes_total{outcome=\"declined\"}"));
-    assert!(service_metrics.contains("videochat_ring_to_answer_seconds"));
+    assert!(sample(&service_metrics, declined) > sample(&before_service, declined));
+    for name in [
+        "videochat_ring_to_answer_seconds",
+        "videochat_grpc_server_seconds",
+        "videochat_outbox_lag_seconds",
+        "videochat_events_emitted_total",
+    ] {
+        assert!(service_metrics.contains(name), "service /metrics lacks {name}");
+    }
     app.stop().await;
 }
