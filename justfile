@@ -21,3 +21,7 @@ fmt:
 
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Load test against a release build on loopback (SQLite; Postgres too with BENCH_POSTGRES_URL)
+bench:
+    bash services/loadgen/bench.sh

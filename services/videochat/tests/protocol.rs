@@ -250,9 +250,16 @@ async fn health_readiness_and_metrics_answer(backend: Backend) {
 
     let mut alice = app.connect("alice").await;
     let mut bob = app.connect("bob").await;
-    let id = ok(&alice.request(REQUEST, json!({ "targetUser": "bob" })).await)["videochatRequestId"].clone();
+    let id =
+        ok(&alice.request(REQUEST, json!({ "targetUser": "bob" })).await)["videochatRequestId"]
+            .clone();
     bob.event(REQUESTED).await;
-    ok(&bob.request("videochat:declineVideochatRequest", json!({ "videochatRequestId": id })).await);
+    ok(&bob
+        .request(
+            "videochat:declineVideochatRequest",
+            json!({ "videochatRequestId": id }),
+        )
+        .await);
     alice.event(DECLINED).await;
 
     let (status, gateway_metrics) = http_get(app.bound.ws, "/metrics").await.unwrap();
@@ -265,7 +272,10 @@ async fn health_readiness_and_metrics_answer(backend: Backend) {
         "videochat_event_delivery_seconds",
         "videochat_gateway_frames_out_total",
     ] {
-        assert!(gateway_metrics.contains(name), "gateway /metrics lacks {name}");
+        assert!(
+            gateway_metrics.contains(name),
+            "gateway /metrics lacks {name}"
+        );
     }
     let (status, service_metrics) = http_get(app.bound.metrics, "/metrics").await.unwrap();
     assert_eq!(status, 200);
@@ -276,7 +286,10 @@ async fn health_readiness_and_metrics_answer(backend: Backend) {
         "videochat_outbox_lag_seconds",
         "videochat_events_emitted_total",
     ] {
-        assert!(service_metrics.contains(name), "service /metrics lacks {name}");
+        assert!(
+            service_metrics.contains(name),
+            "service /metrics lacks {name}"
+        );
     }
     app.stop().await;
 }
