@@ -153,16 +153,20 @@ async fn decline_by_target_and_cancel_by_initiator_reach_both_sides(backend: Bac
         assert_eq!(event["data"]["videochatRequestId"], first.as_str());
         assert_eq!(event["data"]["reason"], "declined");
     }
-    err(
-        &bob.request(DECLINE, json!({ "videochatRequestId": first }))
-            .await,
+    refused(
+        &mut bob,
+        DECLINE,
+        json!({ "videochatRequestId": first }),
         10014,
-    );
-    err(
-        &bob.request(ACCEPT, json!({ "videochatRequestId": first }))
-            .await,
+    )
+    .await;
+    refused(
+        &mut bob,
+        ACCEPT,
+        json!({ "videochatRequestId": first }),
         10014,
-    );
+    )
+    .await;
 
     let second = rid(&alice.request(REQUEST, json!({ "targetUser": "bob" })).await);
     assert_ne!(second, first, "a new ring after the first ended");
@@ -184,135 +188,117 @@ async fn operations_refuse_with_the_contract_codes(backend: Backend) {
     let mut bob = app.connect("bob").await;
     let mut carol = app.connect("carol").await;
 
-    err(
-        &alice
-            .request(REQUEST, json!({ "targetUser": "nobody" }))
-            .await,
-        1021,
-    );
-    err(
-        &alice
-            .request(REQUEST, json!({ "targetUser": "alice" }))
-            .await,
-        10016,
-    );
-    err(
-        &alice
-            .request(ACCEPT, json!({ "videochatRequestId": "vcr_missing" }))
-            .await,
+    refused(&mut alice, REQUEST, json!({ "targetUser": "nobody" }), 1021).await;
+    refused(&mut alice, REQUEST, json!({ "targetUser": "alice" }), 10016).await;
+    refused(
+        &mut alice,
+        ACCEPT,
+        json!({ "videochatRequestId": "vcr_missing" }),
         10012,
-    );
-    err(
-        &alice
-            .request(DECLINE, json!({ "videochatRequestId": "vcr_missing" }))
-            .await,
+    )
+    .await;
+    refused(
+        &mut alice,
+        DECLINE,
+        json!({ "videochatRequestId": "vcr_missing" }),
         10012,
-    );
-    err(
-        &alice
-            .request(
-                MERGE,
-                json!({ "videochatId": "vc_x", "videochatRequestId": "vcr_missing" }),
-            )
-            .await,
+    )
+    .await;
+    refused(
+        &mut alice,
+        MERGE,
+        json!({ "videochatId": "vc_x", "videochatRequestId": "vcr_missing" }),
         10012,
-    );
-    err(
-        &alice
-            .request(
-                INVITE,
-                json!({ "targetUser": "bob", "videochatId": "vc_missing" }),
-            )
-            .await,
+    )
+    .await;
+    refused(
+        &mut alice,
+        INVITE,
+        json!({ "targetUser": "bob", "videochatId": "vc_missing" }),
         10015,
-    );
+    )
+    .await;
 
     let ring = rid(&alice.request(REQUEST, json!({ "targetUser": "bob" })).await);
-    err(
-        &alice
-            .request(ACCEPT, json!({ "videochatRequestId": ring }))
-            .await,
+    refused(
+        &mut alice,
+        ACCEPT,
+        json!({ "videochatRequestId": ring }),
         10013,
-    );
-    err(
-        &carol
-            .request(ACCEPT, json!({ "videochatRequestId": ring }))
-            .await,
+    )
+    .await;
+    refused(
+        &mut carol,
+        ACCEPT,
+        json!({ "videochatRequestId": ring }),
         10013,
-    );
-    err(
-        &carol
-            .request(DECLINE, json!({ "videochatRequestId": ring }))
-            .await,
+    )
+    .await;
+    refused(
+        &mut carol,
+        DECLINE,
+        json!({ "videochatRequestId": ring }),
         10013,
-    );
-    err(
-        &alice
-            .request(
-                MERGE,
-                json!({ "videochatId": "vc_x", "videochatRequestId": ring }),
-            )
-            .await,
+    )
+    .await;
+    refused(
+        &mut alice,
+        MERGE,
+        json!({ "videochatId": "vc_x", "videochatRequestId": ring }),
         10013,
-    );
+    )
+    .await;
     // bob is rung but is in no videochat: merging needs one he is in.
-    err(
-        &bob.request(
-            MERGE,
-            json!({ "videochatId": "vc_nope", "videochatRequestId": ring }),
-        )
-        .await,
+    refused(
+        &mut bob,
+        MERGE,
+        json!({ "videochatId": "vc_nope", "videochatRequestId": ring }),
         10015,
-    );
+    )
+    .await;
     let videochat = ok(&bob
         .request(ACCEPT, json!({ "videochatRequestId": ring }))
         .await)["videochatId"]
         .as_str()
         .unwrap()
         .to_owned();
-    err(
-        &bob.request(ACCEPT, json!({ "videochatRequestId": ring }))
-            .await,
+    refused(
+        &mut bob,
+        ACCEPT,
+        json!({ "videochatRequestId": ring }),
         10014,
-    );
+    )
+    .await;
 
     // Inviting: only participants may, not themselves, not someone already in.
-    err(
-        &carol
-            .request(
-                INVITE,
-                json!({ "targetUser": "alice", "videochatId": videochat }),
-            )
-            .await,
+    refused(
+        &mut carol,
+        INVITE,
+        json!({ "targetUser": "alice", "videochatId": videochat }),
         10015,
-    );
-    err(
-        &alice
-            .request(
-                INVITE,
-                json!({ "targetUser": "alice", "videochatId": videochat }),
-            )
-            .await,
+    )
+    .await;
+    refused(
+        &mut alice,
+        INVITE,
+        json!({ "targetUser": "alice", "videochatId": videochat }),
         10016,
-    );
-    err(
-        &alice
-            .request(
-                INVITE,
-                json!({ "targetUser": "bob", "videochatId": videochat }),
-            )
-            .await,
+    )
+    .await;
+    refused(
+        &mut alice,
+        INVITE,
+        json!({ "targetUser": "bob", "videochatId": videochat }),
         10016,
-    );
-    err(
-        &alice
-            .request(
-                INVITE,
-                json!({ "targetUser": "ghost", "videochatId": videochat }),
-            )
-            .await,
+    )
+    .await;
+    refused(
+        &mut alice,
+        INVITE,
+        json!({ "targetUser": "ghost", "videochatId": videochat }),
         1021,
-    );
+    )
+    .await;
     // An invite ring cannot be merged.
     let invite = rid(&alice
         .request(
@@ -320,15 +306,13 @@ async fn operations_refuse_with_the_contract_codes(backend: Backend) {
             json!({ "targetUser": "carol", "videochatId": videochat }),
         )
         .await);
-    err(
-        &carol
-            .request(
-                MERGE,
-                json!({ "videochatId": videochat, "videochatRequestId": invite }),
-            )
-            .await,
+    refused(
+        &mut carol,
+        MERGE,
+        json!({ "videochatId": videochat, "videochatRequestId": invite }),
         10013,
-    );
+    )
+    .await;
     app.stop().await;
 }
 
@@ -437,11 +421,13 @@ async fn an_unanswered_ring_times_out(backend: Backend) {
         assert_eq!(event["data"]["reason"], "timeout");
         assert!(event["event"]["date"].as_i64().unwrap() >= expires_at);
     }
-    err(
-        &bob.request(ACCEPT, json!({ "videochatRequestId": ring }))
-            .await,
+    refused(
+        &mut bob,
+        ACCEPT,
+        json!({ "videochatRequestId": ring }),
         10014,
-    );
+    )
+    .await;
     // A new call may follow at once.
     let next = rid(&alice.request(REQUEST, json!({ "targetUser": "bob" })).await);
     assert_ne!(next, ring);
@@ -501,11 +487,13 @@ async fn merge_pulls_the_caller_into_the_current_videochat(backend: Backend) {
     assert_eq!(claims.video.room, joined["data"]["room"].as_str().unwrap());
     let accepted = bob.event(ACCEPTED).await;
     assert_eq!(accepted["data"]["videochatRequestId"], ring.as_str());
-    err(
-        &bob.request(ACCEPT, json!({ "videochatRequestId": ring }))
-            .await,
+    refused(
+        &mut bob,
+        ACCEPT,
+        json!({ "videochatRequestId": ring }),
         10014,
-    );
+    )
+    .await;
 
     // Carol is now a participant: she may invite.
     let mut dave = app.connect("dave").await;

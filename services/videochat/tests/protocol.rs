@@ -195,12 +195,13 @@ async fn sockets_without_a_valid_token_are_refused_with_401(backend: Backend) {
     );
     assert_eq!(status_of(request).await, 101);
     let mut alice = app.connect("alice").await;
-    err(
-        &alice
-            .request(REQUEST, json!({ "targetUser": "mallory" }))
-            .await,
+    refused(
+        &mut alice,
+        REQUEST,
+        json!({ "targetUser": "mallory" }),
         1021,
-    );
+    )
+    .await;
     app.stop().await;
 }
 
@@ -222,12 +223,7 @@ async fn a_socket_flooding_frames_is_rate_limited(backend: Backend) {
     assert!(codes[3..].contains(&1003), "{codes:?}");
     // Other sockets are not affected.
     let mut other = app.connect("alice").await;
-    err(
-        &other
-            .request(REQUEST, json!({ "targetUser": "nobody" }))
-            .await,
-        1021,
-    );
+    refused(&mut other, REQUEST, json!({ "targetUser": "nobody" }), 1021).await;
     app.stop().await;
 }
 

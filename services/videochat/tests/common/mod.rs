@@ -465,3 +465,9 @@ pub fn err(frame: &Value, code: i64) {
         "{frame}"
     );
 }
+
+/// Sends a request and asserts it is refused with `code`.
+pub async fn refused(client: &mut Client, kind: &str, data: Value, code: i64) {
+    let frame = client.request(kind, data).await;
+    err(&frame, code);
+}
