@@ -15,7 +15,47 @@ on_both_backends!(
     sockets_without_a_valid_token_are_refused_with_401,
     a_socket_flooding_frames_is_rate_limited,
     health_readiness_and_metrics_answer,
+    a_silent_socket_is_closed_and_its_presence_dropped,
 );
+
+async fn a_silent_socket_is_closed_and_its_presence_dropped(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |gateway, _| {
+        gateway.ping_interval_s = 0.1;
+        gateway.idle_timeout_s = 0.5;
+    })
+    .await;
+    let mut alice = app.connect("alice").await;
+    let bob = app.connect("bob").await;
+    // Bob's client stops reading (so it never answers the server's pings). Alice keeps talking.
+    let silent_until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while tokio::time::Instant::now() < silent_until {
+        err(
+            &alice
+                .request(REQUEST, json!({ "targetUser": "nobody" }))
+                .await,
+            1021,
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The server sent Close 1008 and hung up; depending on timing the client sees the close
+    // frame or only the reset (its queued pongs can no longer be written).
+    let code = bob.closed_by_server().await;
+    assert!(matches!(code, None | Some(1008)), "closed with {code:?}");
+    // Alice, who answered pings all along, is still connected; bob is gone.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let frame = alice.request(REQUEST, json!({ "targetUser": "bob" })).await;
+        if frame["error"]["code"] == 10011 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob still available: {frame}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
 
 async fn bad_frames_get_errors_and_the_socket_stays_usable(backend: Backend) {
     let app = TestApp::spawn(backend).await;

@@ -424,6 +424,18 @@ impl Client {
         }
     }
 
+    /// Waits for the server to close the socket; returns the close code.
+    pub async fn closed_by_server(mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(DEADLINE, self.ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_))) | Ok(None) => return None,
+                Err(_) => panic!("{}: server never closed the socket", self.user),
+            }
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
         // Read until the server's close arrives so the server has seen it.
