@@ -155,10 +155,7 @@ impl Authenticator {
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         let claims = data.claims;
         let sub = claims.sub.trim();
-        if sub.is_empty()
-            || sub.len() > MAX_SUB_LEN
-            || sub.chars().any(|c| c.is_control() || c.is_whitespace())
-        {
+        if sub.is_empty() || sub.len() > MAX_SUB_LEN || sub.chars().any(char::is_control) {
             return Err(AuthError::BadSubject);
         }
         Ok(Principal {

@@ -59,11 +59,11 @@ pub struct GatewayConfig {
     pub idle_timeout_s: f64,
 
     /// Frames per second a socket may send (sustained).
-    #[arg(long, env = "VIDEOCHAT_RATE_LIMIT_PER_S", default_value_t = 20)]
+    #[arg(long, env = "VIDEOCHAT_RATE_LIMIT_PER_S", default_value_t = 50)]
     pub rate_limit_per_s: u32,
 
     /// Frames a socket may send in a burst.
-    #[arg(long, env = "VIDEOCHAT_RATE_LIMIT_BURST", default_value_t = 40)]
+    #[arg(long, env = "VIDEOCHAT_RATE_LIMIT_BURST", default_value_t = 200)]
     pub rate_limit_burst: u32,
 
     /// Most sockets one gateway holds at once.

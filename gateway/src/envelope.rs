@@ -257,10 +257,8 @@ fn check_id(name: &str, value: &str) -> Result<String, String> {
     if value.len() > MAX_ID_LEN {
         return Err(format!("{name} is too long (at most {MAX_ID_LEN} bytes)"));
     }
-    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!(
-            "{name} must not contain whitespace or control characters"
-        ));
+    if value.chars().any(char::is_control) {
+        return Err(format!("{name} must not contain control characters"));
     }
     Ok(value.to_owned())
 }
