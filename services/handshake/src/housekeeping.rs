@@ -16,12 +16,12 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Idempotency keys are honoured for this long (CONTRACT §2).
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
-/// Expires rings when their timeout comes. Sleeps until the earliest pending timeout, waking
-/// early when new events commit (a new ring may time out sooner).
+/// Expires rings when their timeout comes: sleeps until the earliest pending timeout, at most
+/// [`MAX_SLEEP`]. A ring created meanwhile times out a whole ring timeout later, so it cannot be
+/// missed by more than that bound (and waking on every commit would double the queries per
+/// handshake for nothing).
 pub async fn expire_rings(handshake: Handshake, shutdown: CancellationToken) {
-    let mut signal = handshake.store().outbox_signal();
     loop {
-        signal.borrow_and_update();
         let sleep = match handshake.expire_due().await {
             Ok(expired) => {
                 if expired > 0 {
@@ -47,7 +47,6 @@ pub async fn expire_rings(handshake: Handshake, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(sleep) => {}
-            _ = signal.changed() => {}
         }
     }
 }
