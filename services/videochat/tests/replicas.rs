@@ -144,3 +144,44 @@ async fn rings_cross_replicas_and_survive_a_replica_restart() {
         part.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_restart_closes_sockets_with_1012_and_reconnects_find_their_rings() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc = listener.local_addr().unwrap();
+    let service = replica(&db.url, listener).await;
+    let (old_gateway, old_ws) = gateway(grpc).await;
+    let (other_gateway, other_ws) = gateway(grpc).await;
+
+    let bob = connect(&old_ws, "bob").await;
+    let mut alice = connect(&other_ws, "alice").await;
+    let ring = ok(&alice
+        .request(
+            "videochat:requestDirectVideochat",
+            json!({ "targetUser": "bob" }),
+        )
+        .await)["videochatRequestId"]
+        .clone();
+
+    // Bob's gateway is stopped (deploy, crash-restart): his socket is told to come back.
+    let stopping = tokio::spawn(old_gateway.stop());
+    assert_eq!(bob.closed_by_server().await, Some(1012));
+    stopping.await.unwrap();
+
+    // He reconnects through another gateway and still sees the ring, and can answer it.
+    let mut bob = connect(&other_ws, "bob").await;
+    assert_eq!(
+        bob.event(REQUESTED).await["data"]["videochatRequestId"],
+        ring
+    );
+    ok(&bob
+        .request(
+            "videochat:acceptVideochatRequest",
+            json!({ "videochatRequestId": ring }),
+        )
+        .await);
+    alice.event(DIRECT_ACCEPTED).await;
+    other_gateway.stop().await;
+    service.stop().await;
+}
