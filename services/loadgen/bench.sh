@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-PAIRS="${BENCH_PAIRS:-50}"
+PAIRS="${BENCH_PAIRS:-1 10 50}"   # concurrency levels, one run each
 DURATION="${BENCH_DURATION_S:-10}"
 cargo build --release -q -p videochat -p videochat-loadgen
 
@@ -23,9 +23,11 @@ run() {
     curl -sf "http://127.0.0.1:${port}/readyz" > /dev/null 2>&1 && break
     sleep 0.1
   done
-  echo "== ${label}: ${PAIRS} pairs, ${DURATION}s"
-  ./target/release/videochat-loadgen --url "ws://127.0.0.1:${port}/ws" \
-    --pairs "$PAIRS" --duration-s "$DURATION"
+  for pairs in $PAIRS; do
+    echo "== ${label}: ${pairs} pairs, ${DURATION}s"
+    ./target/release/videochat-loadgen --url "ws://127.0.0.1:${port}/ws" \
+      --pairs "$pairs" --duration-s "$DURATION"
+  done
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -rf "$dir"
 }

@@ -57,10 +57,12 @@ struct Socket {
     ws: Ws,
     timeout: Duration,
     next: u64,
+    /// Event ids are idempotency keys: unique per run, or a rerun would replay old answers.
+    run: String,
 }
 
 impl Socket {
-    async fn connect(args: &Args, user: &str) -> anyhow::Result<Self> {
+    async fn connect(args: &Args, user: &str, run: &str) -> anyhow::Result<Self> {
         let token = videochat_gateway::auth::sign_dev_token(&args.secret, user, Some(user), 3600)?;
         let (ws, _) =
             tokio_tungstenite::connect_async(format!("{}?access_token={token}", args.url))
@@ -70,12 +72,13 @@ impl Socket {
             ws,
             timeout: Duration::from_millis(args.timeout_ms),
             next: 0,
+            run: run.to_owned(),
         })
     }
 
     async fn send(&mut self, kind: &str, data: Value) -> anyhow::Result<String> {
         self.next += 1;
-        let id = format!("lg-{}", self.next);
+        let id = format!("lg-{}-{}", self.run, self.next);
         let frame = json!({ "type": kind, "data": data, "event": { "id": id } });
         self.ws
             .send(Message::Text(frame.to_string().into()))
@@ -112,14 +115,16 @@ fn micros(since: Instant) -> u64 {
 
 async fn run_pair(
     args: Arc<Args>,
+    run: Arc<str>,
     index: usize,
     stats: Arc<Mutex<Stats>>,
     until: Instant,
 ) -> anyhow::Result<()> {
-    let caller_id = format!("lg-caller-{index}");
-    let callee_id = format!("lg-callee-{index}");
-    let mut callee = Socket::connect(&args, &callee_id).await?;
-    let mut caller = Socket::connect(&args, &caller_id).await?;
+    // Users of their own per run: rings a previous run left pending do not interfere.
+    let caller_id = format!("lg-{run}-caller-{index}");
+    let callee_id = format!("lg-{run}-callee-{index}");
+    let mut callee = Socket::connect(&args, &callee_id, &run).await?;
+    let mut caller = Socket::connect(&args, &caller_id, &run).await?;
     while Instant::now() < until {
         let started = Instant::now();
         let outcome: anyhow::Result<(u64, u64, u64, u64)> = async {
@@ -203,10 +208,19 @@ async fn main() -> anyhow::Result<()> {
     let stats = Arc::new(Mutex::new(Stats::default()));
     let started = Instant::now();
     let until = started + Duration::from_secs(args.duration_s);
+    let run: Arc<str> = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default()
+    )
+    .into();
     let mut tasks = Vec::new();
     for index in 0..args.pairs {
         tasks.push(tokio::spawn(run_pair(
             args.clone(),
+            run.clone(),
             index,
             stats.clone(),
             until,

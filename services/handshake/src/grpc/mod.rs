@@ -11,7 +11,6 @@ mod users;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use videochat_proto::v1::{
     FILE_DESCRIPTOR_SET, gateway_link_server::GatewayLinkServer, handshake_server::HandshakeServer,
@@ -78,11 +77,19 @@ pub async fn serve(
         .add_optional_service(reflection_v1alpha.ok());
 
     router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             shutdown.cancelled().await;
             health_reporter
                 .set_not_serving::<HandshakeServer<HandshakeApi>>()
                 .await;
         })
         .await
+}
+
+/// Accepted connections with Nagle's algorithm off: events stream as small HTTP/2 frames, and
+/// with Nagle on each would wait for the peer's delayed ACK (~40 ms).
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(30)))
 }
