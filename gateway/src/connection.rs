@@ -59,7 +59,7 @@ async fn serve(mut ws: WebSocketStream<TokioIo<Upgraded>>, mut session: Session,
     let mut last_heard = Instant::now();
 
     for text in std::mem::take(&mut session.replay) {
-        if send(&mut ws, text, "replay").await.is_err() {
+        if send(&mut ws, text, Sent::Replay).await.is_err() {
             return;
         }
     }
@@ -74,19 +74,19 @@ async fn serve(mut ws: WebSocketStream<TokioIo<Upgraded>>, mut session: Session,
                 last_heard = Instant::now();
                 match message {
                     Message::Text(text) => {
-                        let reply = if limiter.check().is_err() {
+                        let (reply, sent) = if limiter.check().is_err() {
                             metrics::counter!("videochat_gateway_frames_in_total", "type" => "any", "result" => "rate_limited").increment(1);
-                            rate_limited(text.as_str())
+                            (rate_limited(text.as_str()), Sent::Response("any", "1003"))
                         } else {
                             handle(text.as_str(), &session.user_id, &session.connection_id, shared).await
                         };
-                        if send(&mut ws, reply, "response").await.is_err() {
+                        if send(&mut ws, reply, sent).await.is_err() {
                             break None;
                         }
                     }
                     Message::Binary(_) => {
                         let reply = envelope::failure(None, None, WireCode::InvalidFrame, "binary frames are not supported: send JSON text frames", now_ms());
-                        if send(&mut ws, reply, "response").await.is_err() {
+                        if send(&mut ws, reply, Sent::Response("binary", "1000")).await.is_err() {
                             break None;
                         }
                     }
@@ -95,11 +95,11 @@ async fn serve(mut ws: WebSocketStream<TokioIo<Upgraded>>, mut session: Session,
                 }
             }
             Some(outbound) = session.outbound.recv() => {
-                let Outbound::Event { text, ring } = outbound;
+                let Outbound::Event { text, name, ring } = outbound;
                 if let Some(ring) = ring && session.replayed.remove(&ring) {
                     continue;
                 }
-                if send(&mut ws, text, "event").await.is_err() {
+                if send(&mut ws, text, Sent::Event(name)).await.is_err() {
                     break None;
                 }
             }
@@ -123,29 +123,53 @@ async fn serve(mut ws: WebSocketStream<TokioIo<Upgraded>>, mut session: Session,
     }
 }
 
+/// What a frame sent to a client is, for the frames-out counter.
+#[derive(Clone, Copy)]
+enum Sent {
+    /// A response: the request type and the result (`ok` or the error code).
+    Response(&'static str, &'static str),
+    /// A server event of this type.
+    Event(&'static str),
+    /// A ring replayed to a socket that just connected.
+    Replay,
+}
+
 async fn send(
     ws: &mut WebSocketStream<TokioIo<Upgraded>>,
     text: String,
-    what: &'static str,
+    sent: Sent,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    metrics::counter!("videochat_gateway_frames_out_total", "kind" => what).increment(1);
+    let (kind, frame_type, result) = match sent {
+        Sent::Response(frame_type, result) => ("response", frame_type, result),
+        Sent::Event(frame_type) => ("event", frame_type, "ok"),
+        Sent::Replay => ("replay", envelope::EVENT_REQUESTED, "ok"),
+    };
+    metrics::counter!(
+        "videochat_gateway_frames_out_total",
+        "kind" => kind,
+        "type" => frame_type,
+        "result" => result
+    )
+    .increment(1);
     ws.send(Message::Text(text.into())).await
 }
 
 /// Serves one text frame: decode, call the service, encode the answer.
-async fn handle(text: &str, user_id: &str, connection_id: &str, shared: &Shared) -> String {
+async fn handle(text: &str, user_id: &str, connection_id: &str, shared: &Shared) -> (String, Sent) {
     let now = now_ms();
     let inbound = match envelope::decode(text, shared.config.max_frame_bytes) {
         Ok(inbound) => inbound,
         Err(error) => {
-            metrics::counter!("videochat_gateway_frames_in_total", "type" => "invalid", "result" => error_label(error.code)).increment(1);
-            return envelope::failure(
+            let result = error_label(error.code);
+            metrics::counter!("videochat_gateway_frames_in_total", "type" => "invalid", "result" => result).increment(1);
+            let text = envelope::failure(
                 error.kind.as_deref(),
                 error.event_id.as_deref(),
                 error.code,
                 &error.message,
                 now,
             );
+            return (text, Sent::Response("invalid", result));
         }
     };
     let span = tracing::info_span!(
@@ -177,17 +201,20 @@ async fn handle(text: &str, user_id: &str, connection_id: &str, shared: &Shared)
     match result {
         Ok(data) => {
             metrics::counter!("videochat_gateway_frames_in_total", "type" => inbound.kind, "result" => "ok").increment(1);
-            envelope::success(inbound.kind, &inbound.event_id, data, now)
+            let text = envelope::success(inbound.kind, &inbound.event_id, data, now);
+            (text, Sent::Response(inbound.kind, "ok"))
         }
         Err(error) => {
-            metrics::counter!("videochat_gateway_frames_in_total", "type" => inbound.kind, "result" => error_label(error.code)).increment(1);
-            envelope::failure(
+            let result = error_label(error.code);
+            metrics::counter!("videochat_gateway_frames_in_total", "type" => inbound.kind, "result" => result).increment(1);
+            let text = envelope::failure(
                 Some(inbound.kind),
                 Some(&inbound.event_id),
                 error.code,
                 &error.message,
                 now,
-            )
+            );
+            (text, Sent::Response(inbound.kind, result))
         }
     }
 }

@@ -10,8 +10,13 @@ use tokio_util::sync::CancellationToken;
 /// What a socket task is handed to write.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    /// A ready-to-send event frame; `ring` is the request id of a `videochatRequested`.
-    Event { text: String, ring: Option<String> },
+    /// A ready-to-send event frame of type `name`; `ring` is the request id of a
+    /// `videochatRequested`.
+    Event {
+        text: String,
+        name: &'static str,
+        ring: Option<String>,
+    },
 }
 
 #[derive(Clone)]

@@ -350,7 +350,10 @@ fn dispatch(registry: &Registry, event: pb::Event) {
     };
     let now = now_ms();
     let text = envelope::event(name, &event.event_id, data, now);
-    let delivered = registry.deliver(&event.recipient_user_id, &Outbound::Event { text, ring });
+    let delivered = registry.deliver(
+        &event.recipient_user_id,
+        &Outbound::Event { text, name, ring },
+    );
     span.record("videochat.sockets", delivered);
     metrics::counter!("videochat_gateway_events_delivered_total", "type" => name)
         .increment(delivered as u64);
