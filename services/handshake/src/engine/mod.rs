@@ -6,7 +6,9 @@
 //! file implementing [`Engine`]; [`Engines`] holds the configured ones. Adding an engine is one
 //! new file and one registration in [`Engines::from_config`].
 
+pub mod agora;
 pub mod livekit;
+pub mod twilio;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -116,6 +118,12 @@ impl Engines {
         let mut engines: BTreeMap<EngineKind, Arc<dyn Engine>> = BTreeMap::new();
         if let Some(livekit) = livekit::LivekitEngine::from_config(config)? {
             engines.insert(EngineKind::Livekit, Arc::new(livekit));
+        }
+        if let Some(agora) = agora::AgoraEngine::from_config(config)? {
+            engines.insert(EngineKind::Agora, Arc::new(agora));
+        }
+        if let Some(twilio) = twilio::TwilioEngine::from_config(config)? {
+            engines.insert(EngineKind::Twilio, Arc::new(twilio));
         }
         let default = config.engine;
         if !engines.contains_key(&default) {
@@ -257,4 +265,58 @@ pub(crate) fn all_or_none<const N: usize>(
         });
     }
     Ok(Some(settings.map(|(_, v)| v.clone().unwrap_or_default())))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        engines: EngineConfig,
+    }
+
+    /// Defaults with no engine settings from the environment.
+    pub(crate) fn config() -> EngineConfig {
+        let mut config = Args::try_parse_from(["test"]).expect("defaults").engines;
+        config.agora_app_id = None;
+        config.agora_app_certificate = None;
+        config.twilio_account_sid = None;
+        config.twilio_api_key_sid = None;
+        config.twilio_api_key_secret = None;
+        config
+    }
+
+    #[test]
+    fn the_default_engine_must_be_configured() {
+        let mut config = config();
+        config.engine = EngineKind::Agora;
+        let error = Engines::from_config(&config).unwrap_err().to_string();
+        assert!(error.contains("AGORA_APP_ID"), "{error}");
+        config.engine = EngineKind::Livekit;
+        config.livekit_api_secret = None;
+        let error = Engines::from_config(&config).unwrap_err().to_string();
+        assert!(error.contains("LIVEKIT_API_SECRET"), "{error}");
+    }
+
+    #[test]
+    fn every_configured_engine_is_available() {
+        let mut config = config();
+        config.agora_app_id = Some("970CA35de60c44645bbae8a215061b33".into());
+        config.agora_app_certificate = Some("5CFd2fd1755d40ecb72977518be15d3b".into());
+        config.twilio_account_sid = Some("AC1".into());
+        config.twilio_api_key_sid = Some("SK1".into());
+        config.twilio_api_key_secret = Some("s".into());
+        let engines = Engines::from_config(&config).unwrap();
+        for kind in [EngineKind::Livekit, EngineKind::Agora, EngineKind::Twilio] {
+            assert_eq!(engines.get(kind).unwrap().kind(), kind);
+        }
+        assert_eq!(
+            "zoom".parse::<EngineKind>().unwrap_err().to_string(),
+            "unknown videochat engine \"zoom\" (expected livekit, agora or twilio)"
+        );
+    }
 }
