@@ -85,6 +85,11 @@ pub fn configs() -> (GatewayConfig, HandshakeConfig) {
     handshake.engines.livekit_url = Some("ws://localhost:7880".into());
     handshake.engines.livekit_api_key = Some("devkey".into());
     handshake.engines.livekit_api_secret = Some("secret".into());
+    handshake.engines.agora_app_id = None;
+    handshake.engines.agora_app_certificate = None;
+    handshake.engines.twilio_account_sid = None;
+    handshake.engines.twilio_api_key_sid = None;
+    handshake.engines.twilio_api_key_secret = None;
     (gateway, handshake)
 }
 
