@@ -45,7 +45,9 @@ pub enum AuthConfigError {
 #[derive(Debug, Deserialize, Serialize, Default)]
 pub struct Claims {
     pub sub: String,
-    pub exp: u64,
+    /// Checked when present; a token without `exp` never expires (the issuer's choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub given_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,7 +145,8 @@ impl Authenticator {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = 30;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["sub"]);
         if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);
         }
@@ -240,7 +243,7 @@ pub fn sign_dev_token(
     };
     let claims = Claims {
         sub: user_id.to_owned(),
-        exp: now + ttl_s,
+        exp: Some(now + ttl_s),
         given_name,
         family_name,
         ..Claims::default()
@@ -279,7 +282,7 @@ mod tests {
         assert!(authenticator("s3cret").authenticate(&forged).is_err());
         let claims = Claims {
             sub: "alice".into(),
-            exp: 1_000,
+            exp: Some(1_000),
             ..Claims::default()
         };
         let expired = jsonwebtoken::encode(
@@ -290,6 +293,30 @@ mod tests {
         .unwrap();
         assert!(authenticator("s3cret").authenticate(&expired).is_err());
         assert!(authenticator("s3cret").authenticate("not-a-jwt").is_err());
+    }
+
+    #[test]
+    fn a_token_without_exp_is_accepted_but_one_without_sub_is_not() {
+        let encode = |claims: serde_json::Value| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(b"s3cret"),
+            )
+            .unwrap()
+        };
+        let no_exp = encode(serde_json::json!({ "sub": "alice" }));
+        assert_eq!(
+            authenticator("s3cret")
+                .authenticate(&no_exp)
+                .unwrap()
+                .user_id,
+            "alice"
+        );
+        let no_sub = encode(serde_json::json!({ "exp": 4_000_000_000u64 }));
+        assert!(authenticator("s3cret").authenticate(&no_sub).is_err());
+        let empty_sub = encode(serde_json::json!({ "sub": " " }));
+        assert!(authenticator("s3cret").authenticate(&empty_sub).is_err());
     }
 
     #[test]
