@@ -40,18 +40,48 @@ pub struct Session {
     pub replay: Vec<String>,
 }
 
-pub async fn run(ws: WebSocketStream<TokioIo<Upgraded>>, session: Session, shared: Arc<Shared>) {
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// How a socket's life ended.
+enum Ending {
+    /// The client sent Close; tungstenite has queued the reply.
+    ClientClosed,
+    /// We close, with this code and reason.
+    ServerCloses(CloseCode, &'static str),
+    /// The connection broke.
+    Broken,
+}
+
+/// Serves a socket until it ends. Presence is dropped *before* the close handshake completes, so
+/// once a client has seen its close acknowledged, nobody can reach it any more.
+pub async fn run(ws: Ws, session: Session, shared: Arc<Shared>) {
     let span =
         tracing::info_span!("socket", user = %session.user_id, connection = %session.connection_id);
     let user_id = session.user_id.clone();
     let connection_id = session.connection_id.clone();
-    serve(ws, session, &shared).instrument(span).await;
+    let (mut ws, ending) = serve(ws, session, &shared).instrument(span).await;
     shared.registry.remove(&user_id, &connection_id);
     metrics::gauge!("videochat_gateway_open_sockets").decrement(1.0);
     shared.upstream.close_connection(&connection_id).await;
+    let finish = async {
+        match ending {
+            Ending::ClientClosed => {
+                let _ = ws.flush().await;
+            }
+            Ending::ServerCloses(code, reason) => {
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let _ = ws.close(Some(frame)).await;
+            }
+            Ending::Broken => {}
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
 }
 
-async fn serve(mut ws: WebSocketStream<TokioIo<Upgraded>>, mut session: Session, shared: &Shared) {
+async fn serve(mut ws: Ws, mut session: Session, shared: &Shared) -> (Ws, Ending) {
     let config = &shared.config;
     let limiter = rate_limiter(config.rate_limit_per_s, config.rate_limit_burst);
     let mut ping = tokio::time::interval(config.ping_interval());
@@ -60,17 +90,17 @@ async fn serve(mut ws: WebSocketStream<TokioIo<Upgraded>>, mut session: Session,
 
     for text in std::mem::take(&mut session.replay) {
         if send(&mut ws, text, Sent::Replay).await.is_err() {
-            return;
+            return (ws, Ending::Broken);
         }
     }
 
-    let close = loop {
+    let ending = loop {
         tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled() => break Some((CloseCode::Restart, "server restarting")),
-            _ = session.kick.cancelled() => break Some((CloseCode::Again, "too slow to keep up with events")),
+            _ = shared.shutdown.cancelled() => break Ending::ServerCloses(CloseCode::Restart, "server restarting"),
+            _ = session.kick.cancelled() => break Ending::ServerCloses(CloseCode::Again, "too slow to keep up with events"),
             message = ws.next() => {
-                let Some(Ok(message)) = message else { break None };
+                let Some(Ok(message)) = message else { break Ending::Broken };
                 last_heard = Instant::now();
                 match message {
                     Message::Text(text) => {
@@ -81,16 +111,16 @@ async fn serve(mut ws: WebSocketStream<TokioIo<Upgraded>>, mut session: Session,
                             handle(text.as_str(), &session.user_id, &session.connection_id, shared).await
                         };
                         if send(&mut ws, reply, sent).await.is_err() {
-                            break None;
+                            break Ending::Broken;
                         }
                     }
                     Message::Binary(_) => {
                         let reply = envelope::failure(None, None, WireCode::InvalidFrame, "binary frames are not supported: send JSON text frames", now_ms());
                         if send(&mut ws, reply, Sent::Response("binary", "1000")).await.is_err() {
-                            break None;
+                            break Ending::Broken;
                         }
                     }
-                    Message::Close(_) => break None,
+                    Message::Close(_) => break Ending::ClientClosed,
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                 }
             }
@@ -100,27 +130,21 @@ async fn serve(mut ws: WebSocketStream<TokioIo<Upgraded>>, mut session: Session,
                     continue;
                 }
                 if send(&mut ws, text, Sent::Event(name)).await.is_err() {
-                    break None;
+                    break Ending::Broken;
                 }
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > config.idle_timeout() {
                     tracing::info!("socket silent past its deadline; closing");
-                    break Some((CloseCode::Policy, "idle timeout"));
+                    break Ending::ServerCloses(CloseCode::Policy, "idle timeout");
                 }
                 if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break None;
+                    break Ending::Broken;
                 }
             }
         }
     };
-    if let Some((code, reason)) = close {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(frame))).await;
-    }
+    (ws, ending)
 }
 
 /// What a frame sent to a client is, for the frames-out counter.
@@ -135,7 +159,7 @@ enum Sent {
 }
 
 async fn send(
-    ws: &mut WebSocketStream<TokioIo<Upgraded>>,
+    ws: &mut Ws,
     text: String,
     sent: Sent,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
