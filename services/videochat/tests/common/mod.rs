@@ -488,3 +488,44 @@ pub async fn refused(client: &mut Client, kind: &str, data: Value, code: i64) {
     let frame = client.request(kind, data).await;
     err(&frame, code);
 }
+
+/// A Python virtualenv with `tests/<dir>/requirements.txt` installed, made once per target
+/// directory (re-made when the requirements change). Used to check our output with libraries we
+/// did not write. Needs python3 with `venv`, and the package index the first time.
+pub fn python_venv(dir: &str) -> (PathBuf, PathBuf) {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(dir);
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{dir}-venv"));
+    let python = venv.join("bin/python");
+    let stamp = venv.join("requirements.installed");
+    let requirements = std::fs::read_to_string(here.join("requirements.txt")).unwrap();
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(requirements.as_str()) {
+        let status = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "python3 -m venv failed: this check needs python3 with venv and pip"
+        );
+        let status = std::process::Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(here.join("requirements.txt"))
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "pip install -r tests/{dir}/requirements.txt failed"
+        );
+        std::fs::write(&stamp, requirements).unwrap();
+    }
+    (python, here)
+}

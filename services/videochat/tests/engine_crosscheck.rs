@@ -3,8 +3,10 @@
 //! PyJWT. Runs `tests/engines/crosscheck.py` in a virtualenv this test creates under the target
 //! directory (once; `pip` needs the package index).
 
+mod common;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,51 +19,10 @@ use videochat_handshake::engine::{Engine, Grant};
 const AGORA_APP_ID: &str = "970CA35de60c44645bbae8a215061b33";
 const AGORA_CERTIFICATE: &str = "5CFd2fd1755d40ecb72977518be15d3b";
 
-fn here() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/engines")
-}
-
-/// A virtualenv with the engines' libraries, made once per target directory.
-fn python() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("engine-crosscheck-venv");
-    let python = venv.join("bin/python");
-    let stamp = venv.join("requirements.installed");
-    let requirements = std::fs::read_to_string(here().join("requirements.txt")).unwrap();
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(requirements.as_str()) {
-        return python;
-    }
-    run(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv",
-    );
-    run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(here().join("requirements.txt")),
-        "pip install -r tests/engines/requirements.txt",
-    );
-    std::fs::write(&stamp, requirements).unwrap();
-    python
-}
-
-fn run(command: &mut Command, what: &str) {
-    let status = command.status().unwrap_or_else(|e| {
-        panic!("{what}: cannot run ({e}); the engine cross-check needs python3 with venv and pip")
-    });
-    assert!(status.success(), "{what} failed: {status}");
-}
-
 /// Runs the checker on `cases`; returns (success, output).
-fn crosscheck(python: &Path, cases: &Value) -> (bool, String) {
+fn crosscheck(python: &Path, here: &Path, cases: &Value) -> (bool, String) {
     let mut child = Command::new(python)
-        .arg(here().join("crosscheck.py"))
+        .arg(here.join("crosscheck.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -168,8 +129,8 @@ fn cases() -> Value {
 
 #[test]
 fn the_engines_own_libraries_accept_our_tokens() {
-    let python = python();
-    let (ok, output) = crosscheck(&python, &cases());
+    let (python, here) = common::python_venv("engines");
+    let (ok, output) = crosscheck(&python, &here, &cases());
     println!("{output}");
     assert!(ok, "cross-check failed:\n{output}");
     assert!(
@@ -189,7 +150,7 @@ fn the_engines_own_libraries_accept_our_tokens() {
         tampered[engine][0]["token"] = json!(format!("{body}.{signature}"));
     }
     tampered["agora"][0]["app_certificate"] = json!("0".repeat(32));
-    let (ok, output) = crosscheck(&python, &tampered);
+    let (ok, output) = crosscheck(&python, &here, &tampered);
     assert!(!ok, "tampered tokens passed:\n{output}");
     assert!(output.contains("FAIL livekit"), "{output}");
     assert!(output.contains("FAIL twilio"), "{output}");
