@@ -28,22 +28,8 @@ fn with_all_engines(handshake: &mut videochat_handshake::HandshakeConfig, defaul
 async fn handshake(app: &TestApp) -> (Value, Value) {
     let mut alice = app.connect("alice").await;
     let mut bob = app.connect("bob").await;
-    let ring = ok(&alice
-        .request(
-            "videochat:requestDirectVideochat",
-            json!({ "targetUser": "bob" }),
-        )
-        .await)["videochatRequestId"]
-        .clone();
-    bob.event(REQUESTED).await;
-    let for_bob = ok(&bob
-        .request(
-            "videochat:acceptVideochatRequest",
-            json!({ "videochatRequestId": ring }),
-        )
-        .await);
-    let for_alice = alice.event(DIRECT_ACCEPTED).await["data"].clone();
-    (for_bob, for_alice)
+    let ring = ring(&mut alice, &mut bob).await;
+    accept(&mut alice, &mut bob, &ring).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

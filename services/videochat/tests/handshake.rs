@@ -43,12 +43,13 @@ fn verify_livekit(token: &str) -> livekit_api::access_token::Claims {
 
 /// Starts a direct call from `a` to `b` and accepts it; returns (request id, videochat id).
 async fn call_and_accept(a: &mut Client, b: &mut Client) -> (String, String) {
-    let id = rid(&a.request(REQUEST, json!({ "targetUser": b.user })).await);
-    b.event(REQUESTED).await;
-    let credentials = ok(&b.request(ACCEPT, json!({ "videochatRequestId": id })).await);
-    a.event(DIRECT_ACCEPTED).await;
+    let id = ring(a, b).await;
+    let (credentials, _) = accept(a, b, &id).await;
     b.event(ACCEPTED).await;
-    (id, credentials["videochatId"].as_str().unwrap().to_owned())
+    (
+        id.as_str().unwrap().to_owned(),
+        credentials["videochatId"].as_str().unwrap().to_owned(),
+    )
 }
 
 async fn direct_call_rings_every_socket_and_accept_hands_out_credentials(backend: Backend) {
@@ -184,135 +185,102 @@ async fn decline_by_target_and_cancel_by_initiator_reach_both_sides(backend: Bac
 
 async fn operations_refuse_with_the_contract_codes(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let mut alice = app.connect("alice").await;
-    let mut bob = app.connect("bob").await;
-    let mut carol = app.connect("carol").await;
+    let mut users = [
+        app.connect("alice").await,
+        app.connect("bob").await,
+        app.connect("carol").await,
+    ];
+    let [alice, bob, carol] = [0, 1, 2];
 
-    refused(&mut alice, REQUEST, json!({ "targetUser": "nobody" }), 1021).await;
-    refused(&mut alice, REQUEST, json!({ "targetUser": "alice" }), 10016).await;
-    refused(
-        &mut alice,
-        ACCEPT,
-        json!({ "videochatRequestId": "vcr_missing" }),
-        10012,
-    )
-    .await;
-    refused(
-        &mut alice,
-        DECLINE,
-        json!({ "videochatRequestId": "vcr_missing" }),
-        10012,
-    )
-    .await;
-    refused(
-        &mut alice,
-        MERGE,
-        json!({ "videochatId": "vc_x", "videochatRequestId": "vcr_missing" }),
-        10012,
-    )
-    .await;
-    refused(
-        &mut alice,
-        INVITE,
-        json!({ "targetUser": "bob", "videochatId": "vc_missing" }),
-        10015,
-    )
-    .await;
+    // Nothing exists yet.
+    let unknown = [
+        (alice, REQUEST, json!({ "targetUser": "nobody" }), 1021),
+        (alice, REQUEST, json!({ "targetUser": "alice" }), 10016),
+        (
+            alice,
+            ACCEPT,
+            json!({ "videochatRequestId": "vcr_missing" }),
+            10012,
+        ),
+        (
+            alice,
+            DECLINE,
+            json!({ "videochatRequestId": "vcr_missing" }),
+            10012,
+        ),
+        (
+            alice,
+            MERGE,
+            json!({ "videochatId": "vc_x", "videochatRequestId": "vcr_missing" }),
+            10012,
+        ),
+        (
+            alice,
+            INVITE,
+            json!({ "targetUser": "bob", "videochatId": "vc_missing" }),
+            10015,
+        ),
+    ];
+    for (who, kind, data, code) in unknown {
+        refused(&mut users[who], kind, data, code).await;
+    }
 
-    let ring = rid(&alice.request(REQUEST, json!({ "targetUser": "bob" })).await);
-    refused(
-        &mut alice,
-        ACCEPT,
-        json!({ "videochatRequestId": ring }),
-        10013,
-    )
-    .await;
-    refused(
-        &mut carol,
-        ACCEPT,
-        json!({ "videochatRequestId": ring }),
-        10013,
-    )
-    .await;
-    refused(
-        &mut carol,
-        DECLINE,
-        json!({ "videochatRequestId": ring }),
-        10013,
-    )
-    .await;
-    refused(
-        &mut alice,
-        MERGE,
-        json!({ "videochatId": "vc_x", "videochatRequestId": ring }),
-        10013,
-    )
-    .await;
-    // bob is rung but is in no videochat: merging needs one he is in.
-    refused(
-        &mut bob,
-        MERGE,
-        json!({ "videochatId": "vc_nope", "videochatRequestId": ring }),
-        10015,
-    )
-    .await;
-    let videochat = ok(&bob
+    // A ring from alice to bob: only bob may answer it, and merging needs a videochat he is in.
+    let ring = rid(&users[alice]
+        .request(REQUEST, json!({ "targetUser": "bob" }))
+        .await);
+    let answers = [
+        (alice, ACCEPT, json!({ "videochatRequestId": ring }), 10013),
+        (carol, ACCEPT, json!({ "videochatRequestId": ring }), 10013),
+        (carol, DECLINE, json!({ "videochatRequestId": ring }), 10013),
+        (
+            alice,
+            MERGE,
+            json!({ "videochatId": "vc_x", "videochatRequestId": ring }),
+            10013,
+        ),
+        (
+            bob,
+            MERGE,
+            json!({ "videochatId": "vc_nope", "videochatRequestId": ring }),
+            10015,
+        ),
+    ];
+    for (who, kind, data, code) in answers {
+        refused(&mut users[who], kind, data, code).await;
+    }
+    let accepted = users[bob]
         .request(ACCEPT, json!({ "videochatRequestId": ring }))
-        .await)["videochatId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
+    let videochat = ok(&accepted)["videochatId"].as_str().unwrap().to_owned();
     refused(
-        &mut bob,
+        &mut users[bob],
         ACCEPT,
         json!({ "videochatRequestId": ring }),
         10014,
     )
     .await;
 
-    // Inviting: only participants may, not themselves, not someone already in.
-    refused(
-        &mut carol,
-        INVITE,
-        json!({ "targetUser": "alice", "videochatId": videochat }),
-        10015,
-    )
-    .await;
-    refused(
-        &mut alice,
-        INVITE,
-        json!({ "targetUser": "alice", "videochatId": videochat }),
-        10016,
-    )
-    .await;
-    refused(
-        &mut alice,
-        INVITE,
-        json!({ "targetUser": "bob", "videochatId": videochat }),
-        10016,
-    )
-    .await;
-    refused(
-        &mut alice,
-        INVITE,
-        json!({ "targetUser": "ghost", "videochatId": videochat }),
-        1021,
-    )
-    .await;
+    // Inviting: only participants may, not themselves, not someone already in, not a stranger.
+    let invites = [
+        (carol, "alice", 10015),
+        (alice, "alice", 10016),
+        (alice, "bob", 10016),
+        (alice, "ghost", 1021),
+    ];
+    for (who, target, code) in invites {
+        let data = json!({ "targetUser": target, "videochatId": videochat });
+        refused(&mut users[who], INVITE, data, code).await;
+    }
     // An invite ring cannot be merged.
-    let invite = rid(&alice
+    let invite = rid(&users[alice]
         .request(
             INVITE,
             json!({ "targetUser": "carol", "videochatId": videochat }),
         )
         .await);
-    refused(
-        &mut carol,
-        MERGE,
-        json!({ "videochatId": videochat, "videochatRequestId": invite }),
-        10013,
-    )
-    .await;
+    let data = json!({ "videochatId": videochat, "videochatRequestId": invite });
+    refused(&mut users[carol], MERGE, data, 10013).await;
     app.stop().await;
 }
 

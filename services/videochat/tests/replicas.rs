@@ -89,27 +89,9 @@ async fn rings_cross_replicas_and_survive_a_replica_restart() {
     // alice's socket is on gateway one (replica one), bob's on gateway two (replica two).
     let mut alice = connect(&ws_one, "alice").await;
     let mut bob = connect(&ws_two, "bob").await;
-    let ring = ok(&alice
-        .request(
-            "videochat:requestDirectVideochat",
-            json!({ "targetUser": "bob" }),
-        )
-        .await)["videochatRequestId"]
-        .clone();
-    assert_eq!(
-        bob.event(REQUESTED).await["data"]["videochatRequestId"],
-        ring
-    );
-    ok(&bob
-        .request(
-            "videochat:acceptVideochatRequest",
-            json!({ "videochatRequestId": ring }),
-        )
-        .await);
-    assert_eq!(
-        alice.event(DIRECT_ACCEPTED).await["data"]["identity"],
-        "alice"
-    );
+    let ring = ring(&mut alice, &mut bob).await;
+    let (_, for_alice) = accept(&mut alice, &mut bob, &ring).await;
+    assert_eq!(for_alice["identity"], "alice");
 
     // Replica one goes away: gateway one loses its event stream.
     first.stop().await;
@@ -175,13 +157,7 @@ async fn a_gateway_restart_closes_sockets_with_1012_and_reconnects_find_their_ri
         bob.event(REQUESTED).await["data"]["videochatRequestId"],
         ring
     );
-    ok(&bob
-        .request(
-            "videochat:acceptVideochatRequest",
-            json!({ "videochatRequestId": ring }),
-        )
-        .await);
-    alice.event(DIRECT_ACCEPTED).await;
+    accept(&mut alice, &mut bob, &ring).await;
     other_gateway.stop().await;
     service.stop().await;
 }

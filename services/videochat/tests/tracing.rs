@@ -75,13 +75,7 @@ async fn one_handshake_is_one_trace_from_frame_to_sql() {
     let response = alice.response_to("traced-1").await;
     let ring = ok(&response)["videochatRequestId"].clone();
     bob.event(REQUESTED).await;
-    ok(&bob
-        .request(
-            "videochat:acceptVideochatRequest",
-            json!({ "videochatRequestId": ring }),
-        )
-        .await);
-    alice.event(DIRECT_ACCEPTED).await;
+    accept(&mut alice, &mut bob, &ring).await;
     app.stop().await;
     provider.force_flush().expect("flush");
     let spans = exporter.get_finished_spans().expect("spans");

@@ -529,3 +529,32 @@ pub fn python_venv(dir: &str) -> (PathBuf, PathBuf) {
     }
     (python, here)
 }
+
+/// `initiator` calls `target`, whose socket rings; returns the ring's `videochatRequestId`.
+pub async fn ring(initiator: &mut Client, target: &mut Client) -> Value {
+    let response = initiator
+        .request(
+            "videochat:requestDirectVideochat",
+            json!({ "targetUser": target.user }),
+        )
+        .await;
+    let id = ok(&response)["videochatRequestId"].clone();
+    assert_eq!(
+        target.event(REQUESTED).await["data"]["videochatRequestId"],
+        id
+    );
+    id
+}
+
+/// `target` accepts `ring`; returns (target's credentials, initiator's credentials).
+pub async fn accept(initiator: &mut Client, target: &mut Client, ring: &Value) -> (Value, Value) {
+    let response = target
+        .request(
+            "videochat:acceptVideochatRequest",
+            json!({ "videochatRequestId": ring }),
+        )
+        .await;
+    let for_target = ok(&response);
+    let for_initiator = initiator.event(DIRECT_ACCEPTED).await["data"].clone();
+    (for_target, for_initiator)
+}
