@@ -100,7 +100,14 @@ async fn serve(mut ws: Ws, mut session: Session, shared: &Shared) -> (Ws, Ending
             _ = shared.shutdown.cancelled() => break Ending::ServerCloses(CloseCode::Restart, "server restarting"),
             _ = session.kick.cancelled() => break Ending::ServerCloses(CloseCode::Again, "too slow to keep up with events"),
             message = ws.next() => {
-                let Some(Ok(message)) = message else { break Ending::Broken };
+                let message = match message {
+                    Some(Ok(message)) => message,
+                    // Over VIDEOCHAT_MAX_MESSAGE_BYTES: not read at all (RFC 6455: 1009).
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                        break Ending::ServerCloses(CloseCode::Size, "message too big")
+                    }
+                    _ => break Ending::Broken,
+                };
                 last_heard = Instant::now();
                 match message {
                     Message::Text(text) => {

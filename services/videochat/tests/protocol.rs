@@ -16,7 +16,27 @@ on_both_backends!(
     a_socket_flooding_frames_is_rate_limited,
     health_readiness_and_metrics_answer,
     a_silent_socket_is_closed_and_its_presence_dropped,
+    a_message_over_the_hard_limit_closes_the_socket_with_1009,
 );
+
+async fn a_message_over_the_hard_limit_closes_the_socket_with_1009(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |gateway, _| {
+        gateway.max_frame_bytes = 1024;
+        gateway.max_message_bytes = 64 * 1024;
+    })
+    .await;
+    let mut alice = app.connect("alice").await;
+    // Between the two limits: answered, socket open.
+    let padded = format!(
+        r#"{{"type":"x","event":{{"id":"p-1"}},"pad":"{}"}}"#,
+        "x".repeat(4096)
+    );
+    err(&alice.send_raw(&padded).await, 1002);
+    // Over the hard limit: closed with 1009.
+    alice.send_text("x".repeat(128 * 1024)).await;
+    assert_eq!(alice.closed_by_server().await, Some(1009));
+    app.stop().await;
+}
 
 async fn a_silent_socket_is_closed_and_its_presence_dropped(backend: Backend) {
     let app = TestApp::spawn_with(backend, |gateway, _| {
