@@ -164,44 +164,38 @@ pub fn decode(text: &str, max_frame_bytes: usize) -> Result<Inbound, FrameError>
         Some(Value::Object(data)) => data,
         Some(_) => return Err(echo(WireCode::InvalidData, "data must be an object".into())),
     };
+    let id = |name: &str| field(&data, name).map_err(|m| echo(WireCode::InvalidData, m));
     let (kind, request) = match kind.as_str() {
         REQUEST_DIRECT => (
             REQUEST_DIRECT,
             ClientRequest::RequestDirectVideochat {
-                target_user: field(&data, "targetUser")
-                    .map_err(|m| echo(WireCode::InvalidData, m))?,
+                target_user: id("targetUser")?,
             },
         ),
         INVITE => (
             INVITE,
             ClientRequest::Invite {
-                target_user: field(&data, "targetUser")
-                    .map_err(|m| echo(WireCode::InvalidData, m))?,
-                videochat_id: field(&data, "videochatId")
-                    .map_err(|m| echo(WireCode::InvalidData, m))?,
+                target_user: id("targetUser")?,
+                videochat_id: id("videochatId")?,
             },
         ),
         ACCEPT => (
             ACCEPT,
             ClientRequest::AcceptVideochatRequest {
-                videochat_request_id: field(&data, "videochatRequestId")
-                    .map_err(|m| echo(WireCode::InvalidData, m))?,
+                videochat_request_id: id("videochatRequestId")?,
             },
         ),
         DECLINE => (
             DECLINE,
             ClientRequest::DeclineVideochatRequest {
-                videochat_request_id: field(&data, "videochatRequestId")
-                    .map_err(|m| echo(WireCode::InvalidData, m))?,
+                videochat_request_id: id("videochatRequestId")?,
             },
         ),
         MERGE => (
             MERGE,
             ClientRequest::MergeToVideochat {
-                videochat_id: field(&data, "videochatId")
-                    .map_err(|m| echo(WireCode::InvalidData, m))?,
-                videochat_request_id: field(&data, "videochatRequestId")
-                    .map_err(|m| echo(WireCode::InvalidData, m))?,
+                videochat_id: id("videochatId")?,
+                videochat_request_id: id("videochatRequestId")?,
             },
         ),
         other => {

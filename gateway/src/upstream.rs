@@ -52,10 +52,6 @@ impl Upstream {
         })
     }
 
-    pub fn gateway_id(&self) -> &str {
-        &self.gateway_id
-    }
-
     /// A request with the deadline and the current span's trace context in its metadata.
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);

@@ -16,7 +16,6 @@ mod metrics_http;
 pub mod server;
 pub mod service;
 pub mod store;
-pub mod telemetry;
 
 pub use config::HandshakeConfig;
 pub use error::{ErrorCode, HandshakeError};

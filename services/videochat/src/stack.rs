@@ -50,10 +50,6 @@ impl Embedded {
         })
     }
 
-    pub fn replica(&self) -> &Replica {
-        &self.replica
-    }
-
     /// Serves until `shutdown`: the gateway drains first, then the service stops.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let metrics = telemetry::prometheus();

@@ -28,7 +28,7 @@ impl From<HandshakeError> for Status {
             ErrorCode::Internal => Code::Internal,
         };
         let message = if code == ErrorCode::Internal {
-            let trace_id = crate::telemetry::current_trace_id();
+            let trace_id = videochat_telemetry::current_trace_id();
             tracing::error!(error = %error, error.debug = ?error, %trace_id, "internal error");
             format!("internal error (trace id {trace_id})")
         } else {

@@ -217,8 +217,6 @@ pub trait Store: Send + Sync + 'static {
     /// Changes whenever new outbox events may have committed (here or, for Postgres, on any
     /// replica). Readers re-query on change; the value itself means nothing.
     fn outbox_signal(&self) -> watch::Receiver<u64>;
-    /// Wakes local readers at once (called after a commit that appended events).
-    fn poke(&self);
 
     /// Human-readable backend name for logs and metrics.
     fn backend(&self) -> &'static str;

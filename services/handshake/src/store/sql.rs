@@ -646,9 +646,6 @@ macro_rules! sql_store {
                 self.signal.subscribe()
             }
 
-            fn poke(&self) {
-                $crate::store::bump(&self.signal);
-            }
 
             fn backend(&self) -> &'static str {
                 $backend
