@@ -229,5 +229,27 @@ async fn bad_rpc_fields_are_invalid_argument_naming_the_field(backend: Backend) 
         .unwrap_err();
     let violations = status.get_details_bad_request().unwrap().field_violations;
     assert_eq!(violations[0].field, "actor.idempotency_key");
+
+    let mut users = UserDirectoryClient::connect(app.grpc_url()).await.unwrap();
+    let status = users
+        .upsert_user(pb::UpsertUserRequest {
+            user: Some(pb::User {
+                id: "alice".into(),
+                privacy_mode: 2,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&status), "1002");
+    let violations = status.get_details_bad_request().unwrap().field_violations;
+    assert_eq!(violations[0].field, "user.privacy_mode");
+    let missing = users
+        .get_user(pb::GetUserRequest {
+            user_id: "alice".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&missing), "1021", "the refused profile was not stored");
     app.stop().await;
 }
