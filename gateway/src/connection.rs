@@ -5,42 +5,33 @@
 //! before any event that arrived while it was in flight, so a client always sees its answer
 //! before the events the answer caused.
 
-use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::envelope;
 use crate::error::WireCode;
-use crate::registry::Outbound;
-use crate::server::Shared;
-use crate::upstream::now_ms;
+use crate::link::now_ms;
+use crate::registry::Socket;
+use crate::state::Shared;
 
 /// Everything a socket task needs, gathered at the upgrade.
 pub struct Session {
-    pub user_id: String,
-    pub connection_id: String,
-    pub outbound: mpsc::Receiver<Outbound>,
-    pub kick: CancellationToken,
-    /// Ring ids already shown to this socket by the replay at connect, so the same ring arriving
-    /// on the event stream is not shown twice.
-    pub replayed: HashSet<String>,
+    pub socket: Arc<Socket>,
+    /// `videochatRequested` frames for the rings that rang when the socket connected.
     pub replay: Vec<String>,
 }
 
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
+pub type Ws = WebSocketStream<TcpStream>;
 
 /// How a socket's life ended.
 enum Ending {
@@ -55,14 +46,11 @@ enum Ending {
 /// Serves a socket until it ends. Presence is dropped *before* the close handshake completes, so
 /// once a client has seen its close acknowledged, nobody can reach it any more.
 pub async fn run(ws: Ws, session: Session, shared: Arc<Shared>) {
-    let span =
-        tracing::info_span!("socket", user = %session.user_id, connection = %session.connection_id);
-    let user_id = session.user_id.clone();
-    let connection_id = session.connection_id.clone();
-    let (mut ws, ending) = serve(ws, session, &shared).instrument(span).await;
-    shared.registry.remove(&user_id, &connection_id);
+    let (mut ws, ending) = serve(ws, &session, &shared).await;
+    let socket = &session.socket;
+    shared.registry.close(socket);
     metrics::gauge!("videochat_gateway_open_sockets").decrement(1.0);
-    shared.upstream.close_connection(&connection_id).await;
+    shared.link.forget(&socket.connection_id).await;
     let finish = async {
         match ending {
             Ending::ClientClosed => {
@@ -81,15 +69,19 @@ pub async fn run(ws: Ws, session: Session, shared: Arc<Shared>) {
     let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
 }
 
-async fn serve(mut ws: Ws, mut session: Session, shared: &Shared) -> (Ws, Ending) {
+async fn serve(mut ws: Ws, session: &Session, shared: &Shared) -> (Ws, Ending) {
     let config = &shared.config;
+    let socket = &session.socket;
     let limiter = rate_limiter(config.rate_limit_per_s, config.rate_limit_burst);
     let mut ping = tokio::time::interval(config.ping_interval());
     ping.tick().await;
     let mut last_heard = Instant::now();
 
-    for text in std::mem::take(&mut session.replay) {
-        if send(&mut ws, text, Sent::Replay).await.is_err() {
+    for text in &session.replay {
+        if send(&mut ws, text.clone().into(), Sent::Replay)
+            .await
+            .is_err()
+        {
             return (ws, Ending::Broken);
         }
     }
@@ -98,7 +90,22 @@ async fn serve(mut ws: Ws, mut session: Session, shared: &Shared) -> (Ws, Ending
         tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => break Ending::ServerCloses(CloseCode::Restart, "server restarting"),
-            _ = session.kick.cancelled() => break Ending::ServerCloses(CloseCode::Again, "too slow to keep up with events"),
+            frames = socket.next() => {
+                let Ok(frames) = frames else {
+                    break Ending::ServerCloses(CloseCode::Again, "too slow to keep up with events");
+                };
+                let mut failed = false;
+                for frame in frames {
+                    count_sent(Sent::Event(frame.name));
+                    if ws.feed(Message::Text(frame.text.clone())).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed || ws.flush().await.is_err() {
+                    break Ending::Broken;
+                }
+            }
             message = ws.next() => {
                 let message = match message {
                     Some(Ok(message)) => message,
@@ -115,15 +122,17 @@ async fn serve(mut ws: Ws, mut session: Session, shared: &Shared) -> (Ws, Ending
                             metrics::counter!("videochat_gateway_frames_in_total", "type" => "any", "result" => "rate_limited").increment(1);
                             (rate_limited(text.as_str()), Sent::Response("any", "1003"))
                         } else {
-                            handle(text.as_str(), &session.user_id, &session.connection_id, shared).await
+                            // Boxed: the call's state lives only while a request is in flight,
+                            // not in every idle socket's task.
+                            Box::pin(handle(text.as_str(), socket, shared)).await
                         };
-                        if send(&mut ws, reply, sent).await.is_err() {
+                        if send(&mut ws, reply.into(), sent).await.is_err() {
                             break Ending::Broken;
                         }
                     }
                     Message::Binary(_) => {
                         let reply = envelope::failure(None, None, WireCode::InvalidFrame, "binary frames are not supported: send JSON text frames", now_ms());
-                        if send(&mut ws, reply, Sent::Response("binary", "1000")).await.is_err() {
+                        if send(&mut ws, reply.into(), Sent::Response("binary", "1000")).await.is_err() {
                             break Ending::Broken;
                         }
                     }
@@ -131,18 +140,9 @@ async fn serve(mut ws: Ws, mut session: Session, shared: &Shared) -> (Ws, Ending
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                 }
             }
-            Some(outbound) = session.outbound.recv() => {
-                let Outbound::Event { text, name, ring } = outbound;
-                if let Some(ring) = ring && session.replayed.remove(&ring) {
-                    continue;
-                }
-                if send(&mut ws, text, Sent::Event(name)).await.is_err() {
-                    break Ending::Broken;
-                }
-            }
             _ = ping.tick() => {
                 if last_heard.elapsed() > config.idle_timeout() {
-                    tracing::info!("socket silent past its deadline; closing");
+                    tracing::info!(connection = %socket.connection_id, "socket silent past its deadline; closing");
                     break Ending::ServerCloses(CloseCode::Policy, "idle timeout");
                 }
                 if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
@@ -167,9 +167,14 @@ enum Sent {
 
 async fn send(
     ws: &mut Ws,
-    text: String,
+    text: tokio_tungstenite::tungstenite::Utf8Bytes,
     sent: Sent,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    count_sent(sent);
+    ws.send(Message::Text(text)).await
+}
+
+fn count_sent(sent: Sent) {
     let (kind, frame_type, result) = match sent {
         Sent::Response(frame_type, result) => ("response", frame_type, result),
         Sent::Event(frame_type) => ("event", frame_type, "ok"),
@@ -182,11 +187,11 @@ async fn send(
         "result" => result
     )
     .increment(1);
-    ws.send(Message::Text(text.into())).await
 }
 
 /// Serves one text frame: decode, call the service, encode the answer.
-async fn handle(text: &str, user_id: &str, connection_id: &str, shared: &Shared) -> (String, Sent) {
+async fn handle(text: &str, socket: &Socket, shared: &Shared) -> (String, Sent) {
+    let (user_id, connection_id) = (socket.user_id.as_str(), socket.connection_id.as_str());
     let now = now_ms();
     let inbound = match envelope::decode(text, shared.config.max_frame_bytes) {
         Ok(inbound) => inbound,

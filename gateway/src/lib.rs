@@ -3,7 +3,9 @@
 //! It keeps no handshake state: only which sockets it holds.
 //!
 //! Where to look: [`envelope`] is the wire protocol, [`connection`] one socket's life,
-//! [`server`] the HTTP side, [`upstream`] the gRPC side.
+//! [`server`] the HTTP side, [`upstream`] the client requests to the service, [`link`] the
+//! stream that carries presence to the service and events back, [`registry`] the sockets held
+//! and the last leg of every event.
 
 pub mod auth;
 pub mod config;
@@ -11,8 +13,10 @@ pub mod connection;
 pub mod envelope;
 pub mod error;
 pub mod frames;
+pub mod link;
 pub mod registry;
 pub mod server;
+pub mod state;
 pub mod upstream;
 
 pub use config::GatewayConfig;

@@ -2,7 +2,6 @@
 //! and `/metrics` on one port. Reads top-down as in mini-redis: cap connections with a
 //! semaphore, back off on accept errors, stop on the shutdown token, drain sockets.
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +13,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -24,14 +23,17 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthConfigError, Authenticator, token_from_request};
 use crate::config::GatewayConfig;
-use crate::connection::{self, Session};
+use crate::connection::{self, Session, Ws};
 use crate::envelope;
 use crate::frames;
+use crate::link::{Link, now_ms};
 use crate::registry::Registry;
-use crate::upstream::{Upstream, now_ms};
+use crate::state::Shared;
+use crate::upstream::{self, Upstream};
 
-/// Events queued for one socket before it counts as too slow.
-const SOCKET_QUEUE: usize = 256;
+/// Bytes a socket reads from the network at a time. Client frames are small; a larger one is
+/// read in several steps. Most of an idle socket's memory is this buffer.
+const READ_BUFFER: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -39,26 +41,6 @@ pub enum GatewayError {
     Auth(#[from] AuthConfigError),
     #[error("invalid VIDEOCHAT_HANDSHAKE_URL: {0}")]
     Upstream(#[from] tonic::transport::Error),
-}
-
-/// State shared by every connection.
-pub struct Shared {
-    pub config: GatewayConfig,
-    pub upstream: Upstream,
-    pub registry: Arc<Registry>,
-    pub shutdown: CancellationToken,
-    auth: Authenticator,
-    ready: watch::Receiver<bool>,
-    metrics: PrometheusHandle,
-    sockets: Arc<Semaphore>,
-}
-
-impl Shared {
-    fn sockets_permit(
-        self: Arc<Self>,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::TryAcquireError> {
-        self.sockets.clone().try_acquire_owned()
-    }
 }
 
 /// Serves until `shutdown`, then closes every socket (1012) and returns within the drain
@@ -77,27 +59,27 @@ pub async fn run(
     }
     let auth = Authenticator::from_config(&config)?;
     let gateway_id = format!("gw_{}", uuid::Uuid::now_v7().simple());
-    let upstream = Upstream::new(
-        &config.handshake_url,
-        gateway_id.clone(),
-        config.rpc_timeout(),
-    )?;
+    let channel = upstream::channel(&config.handshake_url)?;
+    let upstream = Upstream::new(channel.clone(), config.rpc_timeout());
     let registry = Arc::new(Registry::default());
+    let link = Arc::new(Link::new(
+        channel,
+        gateway_id.clone(),
+        registry.clone(),
+        config.rpc_timeout(),
+    ));
     let (ready_tx, ready) = watch::channel(false);
     let tasks = TaskTracker::new();
-    // Sockets are closed by their own tasks on `shutdown`; the event stream outlives them a
-    // little so that their CloseConnection calls still reach the service.
-    let stream_stop = CancellationToken::new();
-    tasks.spawn(
-        upstream
-            .clone()
-            .run_event_stream(registry.clone(), ready_tx, stream_stop.clone()),
-    );
+    // Sockets are closed by their own tasks on `shutdown`; the link outlives them a little so
+    // that their closes still reach the service.
+    let link_stop = CancellationToken::new();
+    tasks.spawn(link.clone().run(ready_tx, link_stop.clone()));
 
     let shared = Arc::new(Shared {
         sockets: Arc::new(Semaphore::new(config.max_connections)),
         config,
         upstream,
+        link,
         registry,
         shutdown: shutdown.clone(),
         auth,
@@ -147,7 +129,7 @@ pub async fn run(
     {
         tracing::warn!("drain deadline passed with sockets still open");
     }
-    stream_stop.cancel();
+    link_stop.cancel();
     tasks.close();
     tasks.wait().await;
     Ok(())
@@ -208,62 +190,49 @@ async fn upgrade(
             "expected a WebSocket upgrade (version 13)\n",
         );
     };
-    let Ok(permit) = Arc::clone(&shared).sockets_permit() else {
+    let Ok(permit) = shared.sockets.clone().try_acquire_owned() else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
     };
 
     let connection_id = format!("conn_{}", uuid::Uuid::now_v7().simple());
-    let (sender, outbound) = mpsc::channel(SOCKET_QUEUE);
-    let kick = CancellationToken::new();
-    let sockets_of_user =
-        shared
-            .registry
-            .add(&principal.user_id, &connection_id, sender, kick.clone());
-    let rings = match shared
-        .upstream
-        .open_connection(
-            &connection_id,
-            &principal.user_id,
-            principal.profile.clone(),
-        )
-        .await
-    {
-        Ok(rings) => rings,
+    let (socket, sockets_of_user) = shared.registry.open(&principal.user_id, &connection_id);
+    let registered = match shared.link.register(&socket, principal.profile).await {
+        Ok(registered) => registered,
         Err(error) => {
-            shared.registry.remove(&principal.user_id, &connection_id);
-            tracing::warn!(message = %error.message, "cannot register socket with the service");
+            shared.registry.close(&socket);
+            shared.link.forget(&connection_id).await;
+            tracing::warn!(%error, "cannot register socket with the service");
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "handshake service unavailable\n",
             );
         }
     };
-    metrics::histogram!("videochat_gateway_sockets_per_user").record(sockets_of_user as f64);
-    metrics::gauge!("videochat_gateway_open_sockets").increment(1.0);
-
     let now = now_ms();
-    let replayed: HashSet<String> = rings
-        .iter()
-        .map(|r| r.videochat_request_id.clone())
-        .collect();
-    let replay = rings
+    let replay = registered
+        .rings
         .iter()
         .map(|ring| {
-            // Replays get a fresh id: the original event's id is not known here.
+            // Replays get a fresh id: they are today's view of the ring, not a stored event.
             let id = format!("replay_{}", uuid::Uuid::now_v7().simple());
             envelope::event(envelope::EVENT_REQUESTED, &id, frames::ring(ring), now)
         })
         .collect();
-    let session = Session {
-        user_id: principal.user_id,
-        connection_id,
-        outbound,
-        kick,
-        replayed,
-        replay,
-    };
+    shared.registry.registered(
+        &socket,
+        registered.last_seq,
+        registered
+            .rings
+            .into_iter()
+            .map(|r| r.videochat_request_id)
+            .collect(),
+    );
+    metrics::histogram!("videochat_gateway_sockets_per_user").record(sockets_of_user as f64);
+    metrics::gauge!("videochat_gateway_open_sockets").increment(1.0);
+
+    let session = Session { socket, replay };
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(Some(shared.config.max_message_bytes))
@@ -272,25 +241,19 @@ async fn upgrade(
     let task_shared = shared.clone();
     tracker.spawn(async move {
         let _permit = permit;
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(ws_config),
-                )
-                .await;
-                connection::run(ws, session, task_shared).await;
-            }
+        let ws = match on_upgrade.await {
+            Ok(upgraded) => websocket(upgraded, ws_config).await,
             Err(error) => {
                 tracing::info!(%error, "upgrade did not complete");
-                task_shared
-                    .registry
-                    .remove(&session.user_id, &session.connection_id);
-                task_shared
-                    .upstream
-                    .close_connection(&session.connection_id)
-                    .await;
+                None
+            }
+        };
+        match ws {
+            Some(ws) => connection::run(ws, session, task_shared).await,
+            None => {
+                task_shared.registry.close(&session.socket);
+                metrics::gauge!("videochat_gateway_open_sockets").decrement(1.0);
+                task_shared.link.forget(&session.socket.connection_id).await;
             }
         }
     });
@@ -310,6 +273,32 @@ async fn upgrade(
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
     response
+}
+
+/// The WebSocket over the upgraded connection. Unwraps hyper's connection back to the TCP
+/// stream, so the socket keeps no HTTP buffers and no boxed I/O for its whole life.
+async fn websocket(upgraded: hyper::upgrade::Upgraded, config: WebSocketConfig) -> Option<Ws> {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let stream = parts.io.into_inner();
+            let ws = if parts.read_buf.is_empty() {
+                WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
+            } else {
+                WebSocketStream::from_partially_read(
+                    stream,
+                    parts.read_buf.to_vec(),
+                    Role::Server,
+                    Some(config),
+                )
+                .await
+            };
+            Some(ws)
+        }
+        Err(_) => {
+            tracing::error!("upgraded connection is not a TCP stream");
+            None
+        }
+    }
 }
 
 fn websocket_accept_key<B>(request: &Request<B>) -> Option<String> {

@@ -61,6 +61,13 @@ macro_rules! identifier {
             }
         }
 
+        /// Maps keyed by the id can be searched with a plain `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl TryFrom<String> for $name {
             type Error = InvalidId;
             fn try_from(s: String) -> Result<Self, Self::Error> {

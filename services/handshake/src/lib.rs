@@ -1,11 +1,15 @@
 //! The handshake service: owns users, rings, videochats, presence, idempotency records and the
 //! event outbox, and serves them over gRPC.
 //!
-//! Where to look: [`machine`] is the state machine (CONTRACT §4), [`store`] the persistence
-//! (Postgres and SQLite), [`engine`] the media engines' credentials, [`grpc`] the RPC surface,
-//! [`service`] the glue that runs a command in a transaction with idempotency and the outbox.
+//! Where to look: [`machine`] is the state machine (CONTRACT §4), deciding on the [`change::Facts`]
+//! the [`store`] loads and returning the [`change::Change`] it writes (Postgres and SQLite);
+//! [`delivery`] is the story of an event from its commit to a gateway; [`engine`] the media
+//! engines' credentials; [`grpc`] the RPC surface; [`service`] the glue that runs an operation
+//! as load → decide → write with idempotency and retries.
 
+pub mod change;
 pub mod config;
+pub mod delivery;
 pub mod domain;
 pub mod engine;
 pub mod error;

@@ -1,9 +1,8 @@
 //! The handshake state machine: CONTRACT §4 as code.
 //!
-//! Each operation takes one store transaction and returns what it answers plus the events it
-//! emits; the caller appends those events to the outbox in the same transaction and commits, so
-//! a change and its events land together or not at all. Nothing here does I/O except through
-//! the transaction, and every rule of the contract has one obvious place:
+//! Each operation reads the [`Facts`] the store loaded for it and returns a [`Decision`]: what it
+//! answers and the [`Change`] to write, events included. Nothing here does I/O — not even through
+//! a transaction — so every rule is a plain function of what is known, and one obvious place:
 //!
 //! * [`request`]: ring a user (or return the ring already under way; or, on glare, accept the
 //!   ring coming the other way).
@@ -12,6 +11,9 @@
 //! * [`decline`]: the target declines, the initiator cancels.
 //! * [`merge`]: pull the initiator of a ringing direct request into the caller's videochat.
 //! * [`expire`]: a ring that nobody answered in time.
+//!
+//! Facts can go stale between the read and the write; the change's guards (see
+//! [`crate::change`]) catch that, and the service decides again on fresh facts.
 
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use base64::Engine as _;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::change::{Change, Facts, Finish};
 use crate::domain::{
     DeclineReason, Event, JoinCredentials, Outgoing, Participant, Permissions, RequestId,
     RequestKind, RequestStatus, Ring, UserId, UserProfile, Videochat, VideochatId, VideochatMode,
@@ -26,12 +29,11 @@ use crate::domain::{
 };
 use crate::engine::{EngineKind, Engines, Grant};
 use crate::error::HandshakeError;
-use crate::store::StoreTx;
 
 /// How many participants a ring shows (the API text's "max 10").
 pub const MAX_RING_PARTICIPANTS: i64 = 10;
 
-/// What the state machine needs besides the store: the engines, the ring timeout, the clock.
+/// What the state machine needs besides the facts: the engines, the ring timeout, the clock.
 pub struct Context<'a> {
     pub engines: &'a Engines,
     pub ring_timeout: Duration,
@@ -89,45 +91,54 @@ pub enum Reply {
     Done,
 }
 
-/// An answer plus the events to commit with it.
+/// An answer plus the change to write with it.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct Decision {
     pub reply: Reply,
-    pub events: Vec<Outgoing>,
-    /// How the ring ended, when this operation ended one (for metrics).
+    pub change: Change,
+    /// How the ring ended, when this operation ends one (for metrics): status and ring time.
     pub ended: Option<(RequestStatus, i64)>,
 }
 
-impl Outcome {
-    fn new(reply: Reply) -> Self {
+impl Decision {
+    fn answer(reply: Reply) -> Self {
         Self {
             reply,
-            events: Vec::new(),
+            change: Change::default(),
             ended: None,
         }
     }
 
     fn emit(&mut self, recipient: &UserId, event: Event) {
-        self.events.push(Outgoing {
+        self.change.events.push(Outgoing {
             recipient: recipient.clone(),
             event,
         });
     }
+
+    /// Moves `ring` out of pending as part of this decision.
+    fn finish(&mut self, ring: &VideochatRequest, status: RequestStatus, ringing_at: Option<i64>) {
+        self.change.finish = Some(Finish {
+            request: ring.id.clone(),
+            status,
+            ringing_at,
+        });
+    }
 }
 
-/// Runs one command for `actor`.
-pub async fn apply(
-    tx: &mut dyn StoreTx,
+/// Decides `command` for `actor` on `facts`.
+pub fn decide(
+    facts: &Facts,
     ctx: &Context<'_>,
     actor: &UserId,
     command: &Command,
-) -> Result<Outcome, HandshakeError> {
+) -> Result<Decision, HandshakeError> {
     match command {
-        Command::RequestDirect { target, engine } => request(tx, ctx, actor, target, *engine).await,
-        Command::Invite { target, videochat } => invite(tx, ctx, actor, target, videochat).await,
-        Command::Accept { request } => accept(tx, ctx, actor, request).await,
-        Command::Decline { request } => decline(tx, ctx, actor, request).await,
-        Command::Merge { videochat, request } => merge(tx, ctx, actor, videochat, request).await,
+        Command::RequestDirect { target, engine } => request(facts, ctx, actor, target, *engine),
+        Command::Invite { target, .. } => invite(facts, ctx, actor, target),
+        Command::Accept { .. } => accept(facts, ctx, actor),
+        Command::Decline { .. } => decline(facts, ctx, actor),
+        Command::Merge { .. } => merge(facts, ctx, actor),
     }
 }
 
@@ -135,39 +146,38 @@ pub async fn apply(
 ///
 /// One pending direct request per pair: asking again returns the ring under way; if the target
 /// already rings the caller (glare), the caller's request accepts that ring instead.
-pub async fn request(
-    tx: &mut dyn StoreTx,
+pub fn request(
+    facts: &Facts,
     ctx: &Context<'_>,
     actor: &UserId,
     target: &UserId,
     engine: Option<EngineKind>,
-) -> Result<Outcome, HandshakeError> {
+) -> Result<Decision, HandshakeError> {
     if actor == target {
         return Err(HandshakeError::InvalidTarget("cannot call yourself"));
     }
-    if tx.user(target).await?.is_none() {
+    if facts.user(target).is_none() {
         return Err(HandshakeError::TargetUserNotFound);
     }
-    let mut expired_first = None;
-    if let Some(existing) = tx.pending_direct_between(actor, target).await? {
+    let mut decision = Decision::answer(Reply::Done);
+    if let Some(existing) = &facts.request {
         if !existing.is_ringing(ctx.now_ms) {
             // Timed out but not yet swept: expire it here so the new ring can take its place.
-            expired_first = Some(expire(tx, ctx, &existing).await?);
+            decision = expire(ctx, existing);
         } else if &existing.initiator == actor {
-            return Ok(Outcome::new(Reply::RequestId(existing.id)));
+            return Ok(Decision::answer(Reply::RequestId(existing.id.clone())));
         } else {
             // Glare: both want the call. Accepting the ring already under way gives one
             // videochat; each side gets its own credentials as an event.
-            let ring_id = existing.id.clone();
-            let mut outcome = accept_ringing(tx, ctx, actor, existing).await?;
-            let reply = std::mem::replace(&mut outcome.reply, Reply::RequestId(ring_id));
+            let mut glare = accept_ringing(facts, ctx, actor, existing)?;
+            let reply = std::mem::replace(&mut glare.reply, Reply::RequestId(existing.id.clone()));
             if let Reply::Credentials(credentials) = reply {
-                outcome.emit(actor, Event::DirectVideochatRequestAccepted(credentials));
+                glare.emit(actor, Event::DirectVideochatRequestAccepted(credentials));
             }
-            return Ok(outcome);
+            return Ok(glare);
         }
     }
-    if !tx.is_available(target, ctx.now_ms).await? {
+    if !facts.target_available {
         return Err(HandshakeError::TargetUserNotAvailable);
     }
     let engine = match engine {
@@ -188,42 +198,37 @@ pub async fn request(
         created_at_ms: ctx.now_ms,
         expires_at_ms: ctx.expires_at(),
     };
-    tx.insert_request(&ring).await?;
-    let mut outcome = expired_first.unwrap_or_else(|| Outcome::new(Reply::Done));
-    outcome.reply = Reply::RequestId(ring.id.clone());
-    let event = Event::VideochatRequested(Box::new(ring_shown_to_target(tx, &ring).await?));
-    outcome.emit(target, event);
-    Ok(outcome)
+    ring_target(&mut decision, facts, ring);
+    Ok(decision)
 }
 
-/// Ring `target` into `videochat`, of which the caller must be a participant.
-pub async fn invite(
-    tx: &mut dyn StoreTx,
+/// Ring `target` into the videochat of the facts, of which the caller must be a participant.
+pub fn invite(
+    facts: &Facts,
     ctx: &Context<'_>,
     actor: &UserId,
     target: &UserId,
-    videochat_id: &VideochatId,
-) -> Result<Outcome, HandshakeError> {
-    let videochat = videochat_of_participant(tx, videochat_id, actor).await?;
+) -> Result<Decision, HandshakeError> {
+    let videochat = videochat_of_participant(facts, actor)?;
     if actor == target {
         return Err(HandshakeError::InvalidTarget("cannot invite yourself"));
     }
-    if tx.user(target).await?.is_none() {
+    if facts.user(target).is_none() {
         return Err(HandshakeError::TargetUserNotFound);
     }
-    if tx.participant(&videochat.id, target).await?.is_some() {
+    if facts.member(target).is_some() {
         return Err(HandshakeError::InvalidTarget(
             "the user is already in the videochat",
         ));
     }
-    let mut expired_first = None;
-    if let Some(existing) = tx.pending_invite(&videochat.id, target).await? {
+    let mut decision = Decision::answer(Reply::Done);
+    if let Some(existing) = &facts.request {
         if existing.is_ringing(ctx.now_ms) {
-            return Ok(Outcome::new(Reply::RequestId(existing.id)));
+            return Ok(Decision::answer(Reply::RequestId(existing.id.clone())));
         }
-        expired_first = Some(expire(tx, ctx, &existing).await?);
+        decision = expire(ctx, existing);
     }
-    if !tx.is_available(target, ctx.now_ms).await? {
+    if !facts.target_available {
         return Err(HandshakeError::TargetUserNotAvailable);
     }
     let ring = VideochatRequest {
@@ -237,118 +242,114 @@ pub async fn invite(
         created_at_ms: ctx.now_ms,
         expires_at_ms: ctx.expires_at(),
     };
-    tx.insert_request(&ring).await?;
-    let mut outcome = expired_first.unwrap_or_else(|| Outcome::new(Reply::Done));
-    outcome.reply = Reply::RequestId(ring.id.clone());
-    let event = Event::VideochatRequested(Box::new(ring_shown_to_target(tx, &ring).await?));
-    outcome.emit(target, event);
-    Ok(outcome)
+    ring_target(&mut decision, facts, ring);
+    Ok(decision)
 }
 
-/// Answer a ring with yes. Only its target may, and only while it rings.
-pub async fn accept(
-    tx: &mut dyn StoreTx,
+/// Adds `ring` to the decision: the new row, the answer, and the ring shown to the target.
+fn ring_target(decision: &mut Decision, facts: &Facts, ring: VideochatRequest) {
+    decision.reply = Reply::RequestId(ring.id.clone());
+    let shown = Ring {
+        request_id: ring.id.clone(),
+        user: facts.profile(&ring.initiator),
+        participants: facts.participants.clone(),
+        counter: facts.participant_count,
+        expires_at_ms: ring.expires_at_ms,
+        videochat_id: ring.videochat_id.clone(),
+    };
+    decision.emit(&ring.target, Event::VideochatRequested(Box::new(shown)));
+    decision.change.new_request = Some(ring);
+}
+
+/// Answer the ring of the facts with yes. Only its target may, and only while it rings.
+pub fn accept(
+    facts: &Facts,
     ctx: &Context<'_>,
     actor: &UserId,
-    request_id: &RequestId,
-) -> Result<Outcome, HandshakeError> {
-    let ring = tx
-        .request(request_id)
-        .await?
+) -> Result<Decision, HandshakeError> {
+    let ring = facts
+        .request
+        .as_ref()
         .ok_or(HandshakeError::RequestNotFound)?;
     if &ring.target != actor {
         return Err(HandshakeError::NotAllowed(
             "only the user being called may accept",
         ));
     }
-    ensure_ringing(&ring, ctx)?;
-    accept_ringing(tx, ctx, actor, ring).await
+    ensure_ringing(ring, ctx)?;
+    accept_ringing(facts, ctx, actor, ring)
 }
 
-/// Accepts a ring already known to be pending for `actor` (from [`accept`] or glare).
-async fn accept_ringing(
-    tx: &mut dyn StoreTx,
+/// Accepts a ring known to be ringing for `actor` (from [`accept`] or glare).
+fn accept_ringing(
+    facts: &Facts,
     ctx: &Context<'_>,
     actor: &UserId,
-    ring: VideochatRequest,
-) -> Result<Outcome, HandshakeError> {
-    if !tx
-        .finish_request(&ring.id, RequestStatus::Accepted, ctx.now_ms)
-        .await?
-    {
-        return Err(already_answered(tx, &ring.id).await?);
-    }
-    let mut outcome = Outcome::new(Reply::Done);
-    outcome.ended = Some((RequestStatus::Accepted, ctx.now_ms - ring.created_at_ms));
+    ring: &VideochatRequest,
+) -> Result<Decision, HandshakeError> {
+    let mut decision = Decision::answer(Reply::Done);
+    decision.finish(ring, RequestStatus::Accepted, Some(ctx.now_ms));
+    decision.ended = Some((RequestStatus::Accepted, ctx.now_ms - ring.created_at_ms));
     match ring.kind {
         RequestKind::Direct => {
             let videochat = new_videochat(ctx, VideochatMode::Videochat, ring.engine);
-            tx.insert_videochat(&videochat).await?;
-            let owner = tx
-                .add_participant(
-                    &videochat.id,
-                    &ring.initiator,
-                    Permissions::owner(),
-                    ctx.now_ms,
-                )
-                .await?;
-            let guest = tx
-                .add_participant(
-                    &videochat.id,
-                    actor,
-                    Permissions::promoted_participant(),
-                    ctx.now_ms,
-                )
-                .await?;
-            let for_initiator = credentials(tx, ctx, &videochat, &owner, Some(&ring.id)).await?;
-            let for_acceptor = credentials(tx, ctx, &videochat, &guest, Some(&ring.id)).await?;
-            outcome.emit(
+            let owner = Participant {
+                videochat_id: videochat.id.clone(),
+                user_id: ring.initiator.clone(),
+                uid: 1,
+                permissions: Permissions::owner(),
+            };
+            let guest = Participant {
+                videochat_id: videochat.id.clone(),
+                user_id: actor.clone(),
+                uid: 2,
+                permissions: Permissions::promoted_participant(),
+            };
+            let for_initiator = credentials(facts, ctx, &videochat, &owner, Some(&ring.id))?;
+            let for_acceptor = credentials(facts, ctx, &videochat, &guest, Some(&ring.id))?;
+            decision.emit(
                 &ring.initiator,
                 Event::DirectVideochatRequestAccepted(Box::new(for_initiator)),
             );
-            outcome.reply = Reply::Credentials(Box::new(for_acceptor));
+            decision.reply = Reply::Credentials(Box::new(for_acceptor));
+            decision.change.new_participants = vec![owner, guest];
+            decision.change.new_videochat = Some(videochat);
         }
         RequestKind::Invite => {
-            let videochat_id = ring
-                .videochat_id
+            let videochat = facts
+                .videochat
                 .as_ref()
                 .ok_or(HandshakeError::VideochatNotFound)?;
-            let videochat = tx
-                .videochat(videochat_id)
-                .await?
-                .ok_or(HandshakeError::VideochatNotFound)?;
             let participant = join(
-                tx,
-                ctx,
-                &videochat,
+                &mut decision,
+                facts,
+                videochat,
                 actor,
                 invitee_permissions(videochat.mode),
-            )
-            .await?;
-            let for_acceptor =
-                credentials(tx, ctx, &videochat, &participant, Some(&ring.id)).await?;
-            outcome.reply = Reply::Credentials(Box::new(for_acceptor));
+            );
+            let for_acceptor = credentials(facts, ctx, videochat, &participant, Some(&ring.id))?;
+            decision.reply = Reply::Credentials(Box::new(for_acceptor));
         }
     }
-    outcome.emit(
+    decision.emit(
         actor,
         Event::VideochatAccepted {
             request_id: ring.id.clone(),
         },
     );
-    Ok(outcome)
+    Ok(decision)
 }
 
-/// Answer a ring with no: the target declines, the initiator cancels. Both sides hear of it.
-pub async fn decline(
-    tx: &mut dyn StoreTx,
+/// Answer the ring of the facts with no: the target declines, the initiator cancels. Both sides
+/// hear of it.
+pub fn decline(
+    facts: &Facts,
     ctx: &Context<'_>,
     actor: &UserId,
-    request_id: &RequestId,
-) -> Result<Outcome, HandshakeError> {
-    let ring = tx
-        .request(request_id)
-        .await?
+) -> Result<Decision, HandshakeError> {
+    let ring = facts
+        .request
+        .as_ref()
         .ok_or(HandshakeError::RequestNotFound)?;
     let (status, reason) = if &ring.target == actor {
         (RequestStatus::Declined, DeclineReason::Declined)
@@ -359,28 +360,20 @@ pub async fn decline(
             "only the caller or the user being called may decline",
         ));
     };
-    ensure_ringing(&ring, ctx)?;
-    if !tx.finish_request(&ring.id, status, ctx.now_ms).await? {
-        return Err(already_answered(tx, &ring.id).await?);
-    }
-    let mut outcome = Outcome::new(Reply::Done);
-    outcome.ended = Some((status, ctx.now_ms - ring.created_at_ms));
-    notify_both(&mut outcome, &ring, reason);
-    Ok(outcome)
+    ensure_ringing(ring, ctx)?;
+    let mut decision = Decision::answer(Reply::Done);
+    decision.finish(ring, status, Some(ctx.now_ms));
+    decision.ended = Some((status, ctx.now_ms - ring.created_at_ms));
+    notify_both(&mut decision, ring, reason);
+    Ok(decision)
 }
 
-/// The caller, in `videochat` and rung by a direct request, pulls its initiator into the
-/// videochat instead of starting a new one.
-pub async fn merge(
-    tx: &mut dyn StoreTx,
-    ctx: &Context<'_>,
-    actor: &UserId,
-    videochat_id: &VideochatId,
-    request_id: &RequestId,
-) -> Result<Outcome, HandshakeError> {
-    let ring = tx
-        .request(request_id)
-        .await?
+/// The caller, in the videochat of the facts and rung by a direct request, pulls its initiator
+/// into that videochat instead of starting a new one.
+pub fn merge(facts: &Facts, ctx: &Context<'_>, actor: &UserId) -> Result<Decision, HandshakeError> {
+    let ring = facts
+        .request
+        .as_ref()
         .ok_or(HandshakeError::RequestNotFound)?;
     if &ring.target != actor {
         return Err(HandshakeError::NotAllowed(
@@ -392,67 +385,74 @@ pub async fn merge(
             "only a direct call can be merged into a videochat",
         ));
     }
-    ensure_ringing(&ring, ctx)?;
-    let videochat = videochat_of_participant(tx, videochat_id, actor).await?;
-    if !tx
-        .finish_request(&ring.id, RequestStatus::Merged, ctx.now_ms)
-        .await?
-    {
-        return Err(already_answered(tx, &ring.id).await?);
-    }
+    ensure_ringing(ring, ctx)?;
+    let videochat = videochat_of_participant(facts, actor)?;
+    let mut decision = Decision::answer(Reply::Done);
+    decision.finish(ring, RequestStatus::Merged, Some(ctx.now_ms));
+    decision.ended = Some((RequestStatus::Merged, ctx.now_ms - ring.created_at_ms));
     let participant = join(
-        tx,
-        ctx,
-        &videochat,
+        &mut decision,
+        facts,
+        videochat,
         &ring.initiator,
         Permissions::promoted_participant(),
-    )
-    .await?;
-    let for_initiator = credentials(tx, ctx, &videochat, &participant, Some(&ring.id)).await?;
-    let mut outcome = Outcome::new(Reply::Done);
-    outcome.ended = Some((RequestStatus::Merged, ctx.now_ms - ring.created_at_ms));
-    outcome.emit(
+    );
+    let for_initiator = credentials(facts, ctx, videochat, &participant, Some(&ring.id))?;
+    decision.emit(
         &ring.initiator,
         Event::DirectVideochatRequestAccepted(Box::new(for_initiator)),
     );
-    outcome.emit(
+    decision.emit(
         actor,
         Event::VideochatAccepted {
             request_id: ring.id.clone(),
         },
     );
-    Ok(outcome)
+    Ok(decision)
 }
 
-/// A ring nobody answered in time: both sides hear `reason: "timeout"`.
-/// Returns an empty outcome if someone answered it meanwhile.
-pub async fn expire(
-    tx: &mut dyn StoreTx,
+/// A ring nobody answered in time: both sides hear `reason: "timeout"`. Written only if the
+/// ring is still pending then (whoever gets there first expires it, once).
+pub fn expire(ctx: &Context<'_>, ring: &VideochatRequest) -> Decision {
+    let mut decision = Decision::answer(Reply::Done);
+    decision.finish(ring, RequestStatus::Expired, None);
+    decision.ended = Some((RequestStatus::Expired, ctx.now_ms - ring.created_at_ms));
+    notify_both(&mut decision, ring, DeclineReason::Timeout);
+    decision
+}
+
+/// Starts a videochat owned by `owner` (for internal services that start conferences).
+pub fn create_videochat(
+    facts: &Facts,
     ctx: &Context<'_>,
-    ring: &VideochatRequest,
-) -> Result<Outcome, HandshakeError> {
-    let mut outcome = Outcome::new(Reply::Done);
-    if tx
-        .finish_request(&ring.id, RequestStatus::Expired, ctx.now_ms)
-        .await?
-    {
-        outcome.ended = Some((RequestStatus::Expired, ctx.now_ms - ring.created_at_ms));
-        notify_both(&mut outcome, ring, DeclineReason::Timeout);
+    owner: &UserId,
+    mode: VideochatMode,
+    engine: Option<EngineKind>,
+) -> Result<(JoinCredentials, Change), HandshakeError> {
+    let engine = match engine {
+        Some(kind) => {
+            ctx.engines.get(kind)?;
+            kind
+        }
+        None => ctx.engines.default_kind(),
+    };
+    if facts.user(owner).is_none() {
+        return Err(HandshakeError::TargetUserNotFound);
     }
-    Ok(outcome)
-}
-
-/// The rings a user's new socket should show at once.
-pub async fn ringing_for(
-    tx: &mut dyn StoreTx,
-    user: &UserId,
-    now_ms: i64,
-) -> Result<Vec<Ring>, HandshakeError> {
-    let mut rings = Vec::new();
-    for ring in tx.ringing_for(user, now_ms).await? {
-        rings.push(ring_shown_to_target(tx, &ring).await?);
-    }
-    Ok(rings)
+    let videochat = new_videochat(ctx, mode, engine);
+    let participant = Participant {
+        videochat_id: videochat.id.clone(),
+        user_id: owner.clone(),
+        uid: 1,
+        permissions: Permissions::owner(),
+    };
+    let credentials = credentials(facts, ctx, &videochat, &participant, None)?;
+    let change = Change {
+        new_videochat: Some(videochat),
+        new_participants: vec![participant],
+        ..Change::default()
+    };
+    Ok((credentials, change))
 }
 
 fn ensure_ringing(ring: &VideochatRequest, ctx: &Context<'_>) -> Result<(), HandshakeError> {
@@ -464,22 +464,9 @@ fn ensure_ringing(ring: &VideochatRequest, ctx: &Context<'_>) -> Result<(), Hand
     }
 }
 
-/// Someone else answered between our read and our write.
-async fn already_answered(
-    tx: &mut dyn StoreTx,
-    id: &RequestId,
-) -> Result<HandshakeError, HandshakeError> {
-    let status = tx
-        .request(id)
-        .await?
-        .map(|r| r.status)
-        .unwrap_or(RequestStatus::Expired);
-    Ok(HandshakeError::RequestNotPending(status))
-}
-
-fn notify_both(outcome: &mut Outcome, ring: &VideochatRequest, reason: DeclineReason) {
+fn notify_both(decision: &mut Decision, ring: &VideochatRequest, reason: DeclineReason) {
     for user in [&ring.initiator, &ring.target] {
-        outcome.emit(
+        decision.emit(
             user,
             Event::VideochatDeclined {
                 request_id: ring.id.clone(),
@@ -489,37 +476,42 @@ fn notify_both(outcome: &mut Outcome, ring: &VideochatRequest, reason: DeclineRe
     }
 }
 
-/// The videochat, if `user` takes part in it; 10015 otherwise (not found and not yours look
-/// alike, so ids of other people's videochats cannot be probed).
-async fn videochat_of_participant(
-    tx: &mut dyn StoreTx,
-    id: &VideochatId,
+/// The videochat of the facts, if `user` takes part in it; 10015 otherwise (not found and not
+/// yours look alike, so ids of other people's videochats cannot be probed).
+fn videochat_of_participant<'f>(
+    facts: &'f Facts,
     user: &UserId,
-) -> Result<Videochat, HandshakeError> {
-    let videochat = tx
-        .videochat(id)
-        .await?
+) -> Result<&'f Videochat, HandshakeError> {
+    let videochat = facts
+        .videochat
+        .as_ref()
         .ok_or(HandshakeError::VideochatNotFound)?;
-    if tx.participant(id, user).await?.is_none() {
+    if facts.member(user).is_none() {
         return Err(HandshakeError::VideochatNotFound);
     }
     Ok(videochat)
 }
 
-/// Adds `user` to the videochat unless already there (then keeps the rights they have).
-async fn join(
-    tx: &mut dyn StoreTx,
-    ctx: &Context<'_>,
+/// `user` as a participant of the videochat: the rights they have if already in it, otherwise
+/// a new participant with the next free `uid` (added to the decision's change).
+fn join(
+    decision: &mut Decision,
+    facts: &Facts,
     videochat: &Videochat,
     user: &UserId,
     permissions: Permissions,
-) -> Result<Participant, HandshakeError> {
-    if let Some(existing) = tx.participant(&videochat.id, user).await? {
-        return Ok(existing);
+) -> Participant {
+    if let Some(existing) = facts.member(user) {
+        return existing.clone();
     }
-    Ok(tx
-        .add_participant(&videochat.id, user, permissions, ctx.now_ms)
-        .await?)
+    let participant = Participant {
+        videochat_id: videochat.id.clone(),
+        user_id: user.clone(),
+        uid: facts.max_uid.saturating_add(1),
+        permissions,
+    };
+    decision.change.new_participants.push(participant.clone());
+    participant
 }
 
 fn invitee_permissions(mode: VideochatMode) -> Permissions {
@@ -548,69 +540,14 @@ fn shared_secret() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Creates a videochat owned by `owner` (for internal services that start conferences).
-pub async fn create_videochat(
-    tx: &mut dyn StoreTx,
-    ctx: &Context<'_>,
-    owner: &UserId,
-    mode: VideochatMode,
-    engine: Option<EngineKind>,
-) -> Result<JoinCredentials, HandshakeError> {
-    let engine = match engine {
-        Some(kind) => {
-            ctx.engines.get(kind)?;
-            kind
-        }
-        None => ctx.engines.default_kind(),
-    };
-    if tx.user(owner).await?.is_none() {
-        return Err(HandshakeError::TargetUserNotFound);
-    }
-    let videochat = new_videochat(ctx, mode, engine);
-    tx.insert_videochat(&videochat).await?;
-    let participant = tx
-        .add_participant(&videochat.id, owner, Permissions::owner(), ctx.now_ms)
-        .await?;
-    credentials(tx, ctx, &videochat, &participant, None).await
-}
-
-async fn ring_shown_to_target(
-    tx: &mut dyn StoreTx,
-    ring: &VideochatRequest,
-) -> Result<Ring, HandshakeError> {
-    let user = tx
-        .user(&ring.initiator)
-        .await?
-        .unwrap_or_else(|| UserProfile::bare(ring.initiator.clone()));
-    let (participants, counter) = match &ring.videochat_id {
-        Some(videochat) => (
-            tx.participant_profiles(videochat, MAX_RING_PARTICIPANTS)
-                .await?,
-            tx.participant_count(videochat).await?,
-        ),
-        None => (Vec::new(), 0),
-    };
-    Ok(Ring {
-        request_id: ring.id.clone(),
-        user,
-        participants,
-        counter,
-        expires_at_ms: ring.expires_at_ms,
-        videochat_id: ring.videochat_id.clone(),
-    })
-}
-
-async fn credentials(
-    tx: &mut dyn StoreTx,
+fn credentials(
+    facts: &Facts,
     ctx: &Context<'_>,
     videochat: &Videochat,
     participant: &Participant,
     request_id: Option<&RequestId>,
 ) -> Result<JoinCredentials, HandshakeError> {
-    let user = tx
-        .user(&participant.user_id)
-        .await?
-        .unwrap_or_else(|| UserProfile::bare(participant.user_id.clone()));
+    let user = facts.profile(&participant.user_id);
     let engine = ctx.engines.get(videochat.engine)?;
     let display_name = user.display_name();
     let minted = engine.credentials(&Grant {
@@ -643,4 +580,22 @@ async fn credentials(
         user,
         permissions: participant.permissions,
     })
+}
+
+/// What a ringing user is shown, from a ring and the facts around it (used when a socket
+/// connects and is told what rings).
+pub fn ring_shown(
+    ring: &VideochatRequest,
+    initiator: UserProfile,
+    participants: Vec<UserProfile>,
+    counter: u32,
+) -> Ring {
+    Ring {
+        request_id: ring.id.clone(),
+        user: initiator,
+        participants,
+        counter,
+        expires_at_ms: ring.expires_at_ms,
+        videochat_id: ring.videochat_id.clone(),
+    }
 }

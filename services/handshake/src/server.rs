@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HandshakeConfig;
+use crate::delivery::{self, Hub, link::Links};
 use crate::engine::{EngineError, Engines};
 use crate::service::Handshake;
 use crate::store::{self, StoreError};
@@ -34,6 +35,7 @@ pub struct Listeners {
 /// Everything ready to serve: built first so that configuration errors surface at start-up.
 pub struct Replica {
     handshake: Handshake,
+    links: Links,
     config: HandshakeConfig,
 }
 
@@ -41,20 +43,30 @@ impl Replica {
     /// Checks the engine settings and opens (and migrates) the store.
     pub async fn build(config: HandshakeConfig) -> Result<Self, StartError> {
         let engines = Arc::new(Engines::from_config(&config.engines)?);
-        let store = store::connect(&config.database_url, config.db_max_connections).await?;
+        // Names this replica in the outbox, so that its follower skips what it pushed itself.
+        let replica_id = format!("replica_{}", uuid::Uuid::now_v7().simple());
+        let store =
+            store::connect(&config.database_url, config.db_max_connections, &replica_id).await?;
         tracing::info!(
             backend = store.backend(),
             database = %config.redacted_database_url(),
             engine = %engines.default_kind(),
+            replica = %replica_id,
             "handshake store ready"
         );
-        let handshake = Handshake::new(
+        let hub = Arc::new(Hub::default());
+        let handshake = Handshake::new(store.clone(), engines, hub.clone(), config.ring_timeout());
+        let links = Links {
             store,
-            engines,
-            config.ring_timeout(),
-            config.presence_lease(),
-        );
-        Ok(Self { handshake, config })
+            hub,
+            lease: config.presence_lease(),
+            replica_id,
+        };
+        Ok(Self {
+            handshake,
+            links,
+            config,
+        })
     }
 
     pub fn handshake(&self) -> &Handshake {
@@ -73,6 +85,12 @@ impl Replica {
             self.handshake.clone(),
             shutdown.clone(),
         ));
+        tasks.spawn(delivery::follower::run(
+            self.links.store.clone(),
+            self.links.hub.clone(),
+            self.config.outbox_poll(),
+            shutdown.clone(),
+        ));
         tasks.spawn(housekeeping::sweep(
             self.handshake.clone(),
             std::time::Duration::from_secs(self.config.outbox_retention_s),
@@ -82,13 +100,8 @@ impl Replica {
             tasks.spawn(metrics_http::serve(listener, metrics, shutdown.clone()));
         }
         tasks.close();
-        let served = grpc::serve(
-            listeners.grpc,
-            self.handshake,
-            self.config.outbox_poll(),
-            shutdown.clone(),
-        )
-        .await;
+        let served =
+            grpc::serve(listeners.grpc, self.handshake, self.links, shutdown.clone()).await;
         shutdown.cancel();
         tasks.wait().await;
         Ok(served?)

@@ -1,19 +1,22 @@
-//! The handshake service's core, below gRPC: runs state-machine commands in transactions with
-//! idempotency, retries on conflicting concurrent changes, and writes the outbox.
+//! The handshake service's core, below gRPC: runs an operation as load → decide → write, with
+//! idempotency, retries when the facts went stale, and the push of its events.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use videochat_proto::v1 as pb;
+
+use crate::change::Change;
+use crate::delivery::{self, Hub};
 use crate::domain::{
-    ConnectionId, GatewayId, IdempotencyKey, JoinCredentials, Outgoing, RequestStatus, Ring,
-    UserId, UserPatch, UserProfile, VideochatMode,
+    IdempotencyKey, JoinCredentials, RequestStatus, Ring, UserId, UserProfile, VideochatMode,
 };
 use crate::engine::{EngineKind, Engines};
 use crate::error::{ErrorCode, HandshakeError};
-use crate::machine::{self, Command, Context, Outcome, Reply};
-use crate::store::{IdempotencyRecord, NewEvent, RecordedOutcome, Store, StoreTx};
+use crate::machine::{self, Command, Context, Decision, Reply};
+use crate::store::{IdempotencyRecord, RecordedOutcome, Store, StoreError, Write};
 
-/// How often an operation is retried after losing a race to a concurrent change.
+/// How often an operation is decided again after its facts went stale under it.
 const MAX_ATTEMPTS: usize = 8;
 
 pub fn now_ms() -> i64 {
@@ -28,22 +31,22 @@ pub fn now_ms() -> i64 {
 pub struct Handshake {
     store: Arc<dyn Store>,
     engines: Arc<Engines>,
+    hub: Arc<Hub>,
     ring_timeout: Duration,
-    presence_lease: Duration,
 }
 
 impl Handshake {
     pub fn new(
         store: Arc<dyn Store>,
         engines: Arc<Engines>,
+        hub: Arc<Hub>,
         ring_timeout: Duration,
-        presence_lease: Duration,
     ) -> Self {
         Self {
             store,
             engines,
+            hub,
             ring_timeout,
-            presence_lease,
         }
     }
 
@@ -51,15 +54,11 @@ impl Handshake {
         &self.store
     }
 
-    pub fn presence_lease(&self) -> Duration {
-        self.presence_lease
-    }
-
-    fn context(&self) -> Context<'_> {
+    fn context(&self, now_ms: i64) -> Context<'_> {
         Context {
             engines: &self.engines,
             ring_timeout: self.ring_timeout,
-            now_ms: now_ms(),
+            now_ms,
         }
     }
 
@@ -74,64 +73,96 @@ impl Handshake {
         traceparent: &str,
     ) -> Result<Reply, HandshakeError> {
         for attempt in 1..=MAX_ATTEMPTS {
-            match self.attempt(actor, key, command, traceparent).await {
-                Err(e) if e.is_conflict() && attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(attempt, operation = command.name(), "conflict, retrying");
+            let now = now_ms();
+            let facts = self.store.load(actor, key, command, now).await?;
+            if let Some(record) = facts.idempotency {
+                return replay(record, command);
+            }
+            let decision = match machine::decide(&facts, &self.context(now), actor, command) {
+                Ok(decision) => decision,
+                Err(refusal) if refusal.is_decision() => {
+                    self.record_refusal(actor, key, command, &refusal, now)
+                        .await?;
+                    return Err(refusal);
+                }
+                Err(error) => return Err(error),
+            };
+            let reply = serde_json::to_vec(&decision.reply)
+                .map_err(|e| HandshakeError::invalid("reply", e))?;
+            let record = IdempotencyRecord {
+                user_id: actor.clone(),
+                key: key.clone(),
+                operation: command.name().to_owned(),
+                outcome: RecordedOutcome::Reply(reply),
+                created_at_ms: now,
+            };
+            match self
+                .write(&decision.change, Some(&record), traceparent, now)
+                .await
+            {
+                Ok(()) => {
+                    observe(&decision, command.name());
+                    return Ok(decision.reply);
+                }
+                Err(StoreError::Stale | StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(
+                        attempt,
+                        operation = command.name(),
+                        "facts went stale, deciding again"
+                    );
                     metrics::counter!("videochat_store_conflicts_total", "operation" => command.name())
                         .increment(1);
-                    continue;
                 }
-                Err(e) if e.is_decision() => {
-                    self.record_decision(actor, key, command, &e).await?;
-                    return Err(e);
-                }
-                other => return other,
+                Err(error) => return Err(error.into()),
             }
         }
-        Err(HandshakeError::Store(crate::store::StoreError::Conflict))
+        Err(HandshakeError::Store(StoreError::Conflict))
     }
 
-    async fn attempt(
+    /// Writes a change with its events and pushes the events to the gateways attached here.
+    async fn write(
         &self,
-        actor: &UserId,
-        key: &IdempotencyKey,
-        command: &Command,
+        change: &Change,
+        record: Option<&IdempotencyRecord>,
         traceparent: &str,
-    ) -> Result<Reply, HandshakeError> {
-        let ctx = self.context();
-        let mut tx = self.store.begin().await?;
-        if let Some(record) = tx.idempotency_record(actor, key).await? {
-            return replay(record, command);
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (rows, mut events): (Vec<_>, Vec<pb::Event>) =
+            change.events.iter().map(delivery::encode).unzip();
+        let positions = self
+            .store
+            .apply(&Write {
+                change,
+                events: &rows,
+                record,
+                traceparent,
+                now_ms: now,
+            })
+            .await?;
+        for ((event, row), seq) in events.iter_mut().zip(&rows).zip(positions) {
+            event.seq = seq;
+            event.recipient_user_id = row.recipient.to_string();
+            event.created_at = now;
+            event.traceparent = traceparent.to_owned();
         }
-        let outcome = machine::apply(tx.as_mut(), &ctx, actor, command).await?;
-        let reply =
-            serde_json::to_vec(&outcome.reply).map_err(|e| HandshakeError::invalid("reply", e))?;
-        append(tx.as_mut(), &outcome.events, traceparent, ctx.now_ms).await?;
-        tx.record_idempotency(&IdempotencyRecord {
-            user_id: actor.clone(),
-            key: key.clone(),
-            operation: command.name().to_owned(),
-            outcome: RecordedOutcome::Reply(reply),
-            created_at_ms: ctx.now_ms,
-        })
-        .await?;
-        tx.commit().await?;
-        observe(&outcome, command.name());
-        Ok(outcome.reply)
+        let gateways = self.hub.deliver(&events);
+        metrics::counter!("videochat_events_pushed_total").increment(events.len() as u64);
+        metrics::histogram!("videochat_push_gateways").record(gateways as f64);
+        Ok(())
     }
 
     /// Records a refusal under the key so that a retry is refused the same way. If another
     /// attempt recorded something first, that record wins and this one is dropped.
-    async fn record_decision(
+    async fn record_refusal(
         &self,
         actor: &UserId,
         key: &IdempotencyKey,
         command: &Command,
         error: &HandshakeError,
+        now: i64,
     ) -> Result<(), HandshakeError> {
-        let mut tx = self.store.begin().await?;
-        let recorded = tx
-            .record_idempotency(&IdempotencyRecord {
+        self.store
+            .record_refusal(&IdempotencyRecord {
                 user_id: actor.clone(),
                 key: key.clone(),
                 operation: command.name().to_owned(),
@@ -139,112 +170,47 @@ impl Handshake {
                     code: error.code() as i32,
                     message: error.to_string(),
                 },
-                created_at_ms: now_ms(),
+                created_at_ms: now,
             })
-            .await;
-        match recorded {
-            Ok(()) => Ok(tx.commit().await?),
-            Err(crate::store::StoreError::Conflict) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+            .await?;
+        Ok(())
     }
 
     /// Expires every ring past its timeout; returns how many.
     #[tracing::instrument(name = "handshake.expire_due", skip_all, level = "debug")]
     pub async fn expire_due(&self) -> Result<usize, HandshakeError> {
-        let ctx = self.context();
-        let mut tx = self.store.begin().await?;
-        let due = tx.due_requests(ctx.now_ms, 200).await?;
+        let now = now_ms();
+        let due = self.store.due_requests(now, 200).await?;
         let mut expired = 0;
         for ring in &due {
-            let outcome = machine::expire(tx.as_mut(), &ctx, ring).await?;
-            if outcome.ended.is_some() {
-                expired += 1;
+            let decision = machine::expire(&self.context(now), ring);
+            match self.write(&decision.change, None, "", now).await {
+                Ok(()) => {
+                    expired += 1;
+                    observe(&decision, "expire");
+                }
+                // Answered, or expired by another replica, since it was read.
+                Err(StoreError::Stale) => {}
+                Err(error) => return Err(error.into()),
             }
-            append(tx.as_mut(), &outcome.events, "", ctx.now_ms).await?;
-            observe(&outcome, "expire");
         }
-        tx.commit().await?;
         Ok(expired)
     }
 
-    /// A gateway accepted a socket: the user is present, their token's profile claims apply,
-    /// and the rings already under way for them are returned for the new socket.
-    pub async fn open_connection(
-        &self,
-        gateway: &GatewayId,
-        connection: &ConnectionId,
-        user: &UserId,
-        profile: &UserPatch,
-    ) -> Result<Vec<Ring>, HandshakeError> {
-        let now = now_ms();
-        let lease_until = now + self.lease_ms();
-        let mut tx = self.store.begin().await?;
-        tx.upsert_gateway_lease(gateway, lease_until).await?;
-        tx.patch_user(user, profile, now).await?;
-        tx.open_connection(connection, user, gateway, now).await?;
-        let rings = machine::ringing_for(tx.as_mut(), user, now).await?;
-        tx.commit().await?;
-        Ok(rings)
-    }
-
-    pub async fn close_connection(&self, connection: &ConnectionId) -> Result<(), HandshakeError> {
-        Ok(self.store.close_connection(connection).await?)
-    }
-
-    /// Registers the sockets a (re)attached gateway holds and renews its lease.
-    pub async fn attach_gateway(
-        &self,
-        gateway: &GatewayId,
-        connections: &[(ConnectionId, UserId)],
-    ) -> Result<(), HandshakeError> {
-        let now = now_ms();
-        let mut tx = self.store.begin().await?;
-        tx.upsert_gateway_lease(gateway, now + self.lease_ms())
-            .await?;
-        for (connection, user) in connections {
-            tx.patch_user(user, &UserPatch::default(), now).await?;
-            tx.open_connection(connection, user, gateway, now).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn renew_gateway(&self, gateway: &GatewayId) -> Result<(), HandshakeError> {
-        Ok(self
-            .store
-            .renew_gateway_lease(gateway, now_ms() + self.lease_ms())
-            .await?)
-    }
-
-    fn lease_ms(&self) -> i64 {
-        i64::try_from(self.presence_lease.as_millis()).unwrap_or(i64::MAX / 2)
-    }
-
     pub async fn ringing_for(&self, user: &UserId) -> Result<Vec<Ring>, HandshakeError> {
-        let mut tx = self.store.begin().await?;
-        let rings = machine::ringing_for(tx.as_mut(), user, now_ms()).await?;
-        tx.commit().await?;
-        Ok(rings)
+        Ok(self.store.rings_for(user, now_ms()).await?)
     }
 
     pub async fn upsert_user(&self, user: &UserProfile) -> Result<(), HandshakeError> {
-        let mut tx = self.store.begin().await?;
-        tx.upsert_user(user, now_ms()).await?;
-        tx.commit().await?;
-        Ok(())
+        Ok(self.store.upsert_user(user, now_ms()).await?)
     }
 
     /// The profile and whether the user is reachable now.
     pub async fn user(&self, id: &UserId) -> Result<(UserProfile, bool), HandshakeError> {
-        let mut tx = self.store.begin().await?;
-        let user = tx
-            .user(id)
+        self.store
+            .user(id, now_ms())
             .await?
-            .ok_or(HandshakeError::TargetUserNotFound)?;
-        let available = tx.is_available(id, now_ms()).await?;
-        tx.commit().await?;
-        Ok((user, available))
+            .ok_or(HandshakeError::TargetUserNotFound)
     }
 
     /// Starts a videochat owned by `owner`, for internal services (conferences).
@@ -254,10 +220,11 @@ impl Handshake {
         mode: VideochatMode,
         engine: Option<EngineKind>,
     ) -> Result<JoinCredentials, HandshakeError> {
-        let ctx = self.context();
-        let mut tx = self.store.begin().await?;
-        let credentials = machine::create_videochat(tx.as_mut(), &ctx, owner, mode, engine).await?;
-        tx.commit().await?;
+        let now = now_ms();
+        let facts = self.store.load_owner(owner).await?;
+        let (credentials, change) =
+            machine::create_videochat(&facts, &self.context(now), owner, mode, engine)?;
+        self.write(&change, None, "", now).await?;
         Ok(credentials)
     }
 }
@@ -281,38 +248,14 @@ fn replay(record: IdempotencyRecord, command: &Command) -> Result<Reply, Handsha
     }
 }
 
-async fn append(
-    tx: &mut dyn StoreTx,
-    events: &[Outgoing],
-    traceparent: &str,
-    now_ms: i64,
-) -> Result<(), HandshakeError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let mut rows = Vec::with_capacity(events.len());
-    for outgoing in events {
-        rows.push(NewEvent {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            recipient: outgoing.recipient.clone(),
-            payload: serde_json::to_vec(&outgoing.event)
-                .map_err(|e| HandshakeError::invalid("event", e))?,
-            traceparent: traceparent.to_owned(),
-            created_at_ms: now_ms,
-        });
-    }
-    tx.append_events(&rows).await?;
-    Ok(())
-}
-
-/// Request outcome counters and the ring-to-answer latency.
-fn observe(outcome: &Outcome, operation: &'static str) {
+/// Operation counters and the ring-to-answer latency.
+fn observe(decision: &Decision, operation: &'static str) {
     metrics::counter!("videochat_operations_total", "operation" => operation).increment(1);
-    for outgoing in &outcome.events {
+    for outgoing in &decision.change.events {
         metrics::counter!("videochat_events_emitted_total", "event" => outgoing.event.name())
             .increment(1);
     }
-    if let Some((status, ring_ms)) = outcome.ended {
+    if let Some((status, ring_ms)) = decision.ended {
         let outcome_label = match status {
             RequestStatus::Accepted => "accepted",
             RequestStatus::Declined => "declined",

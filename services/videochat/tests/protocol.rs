@@ -339,7 +339,7 @@ async fn health_readiness_and_metrics_answer(backend: Backend) {
     for name in [
         "videochat_ring_to_answer_seconds",
         "videochat_grpc_server_seconds",
-        "videochat_outbox_lag_seconds",
+        "videochat_events_pushed_total",
         "videochat_events_emitted_total",
     ] {
         assert!(

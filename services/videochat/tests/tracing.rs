@@ -134,11 +134,8 @@ async fn one_handshake_is_one_trace_from_frame_to_sql() {
         attr(execute, "videochat.operation").as_deref(),
         Some("requestDirectVideochat")
     );
-    for store_span in [
-        "store.insert_request",
-        "store.append_events",
-        "store.commit",
-    ] {
+    // Two statements: the facts read, then the change and its events written together.
+    for store_span in ["store.load", "store.apply"] {
         let span = one(&spans, store_span, trace);
         assert!(
             descends(&spans, span, execute.span_context.span_id()),

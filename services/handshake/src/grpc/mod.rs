@@ -1,7 +1,7 @@
 //! The gRPC surface of the service: the three services of `videochat.handshake.v1`, the
 //! standard health service, and server reflection (v1 and v1alpha).
 
-mod convert;
+pub(crate) mod convert;
 mod gateway_link;
 mod handshake;
 mod observe;
@@ -17,6 +17,7 @@ use videochat_proto::v1::{
     user_directory_server::UserDirectoryServer,
 };
 
+use crate::delivery::link::Links;
 use crate::service::Handshake;
 
 pub use gateway_link::GatewayLinkApi;
@@ -27,7 +28,7 @@ pub use users::UserDirectoryApi;
 pub async fn serve(
     listener: TcpListener,
     handshake: Handshake,
-    outbox_poll: Duration,
+    links: Links,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -69,8 +70,7 @@ pub async fn serve(
             handshake.clone(),
         )))
         .add_service(GatewayLinkServer::new(GatewayLinkApi::new(
-            handshake,
-            outbox_poll,
+            links,
             stream_shutdown,
         )))
         .add_optional_service(reflection_v1.ok())

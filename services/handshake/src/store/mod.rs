@@ -1,12 +1,22 @@
-//! Storage: everything the handshake knows lives here, behind [`Store`] (pool-level work) and
-//! [`StoreTx`] (one transaction of the state machine).
+//! Storage: everything the handshake knows lives here, behind one trait, [`Store`].
 //!
-//! Two sqlx implementations share one body of SQL ([`sql`]): Postgres for production, SQLite as
-//! the embedded default. The state machine only ever sees the traits, so the behaviour tests run
-//! unchanged on both.
+//! An operation costs two statements: [`Store::load`] reads the [`Facts`] a decision needs in one
+//! query, and [`Store::apply`] writes the decided [`Change`] — its rows, its events (the outbox)
+//! and its idempotency record — atomically, guarded so that a write on stale facts changes
+//! nothing and says so ([`StoreError::Stale`], [`StoreError::Conflict`]).
+//!
+//! Events are numbered per recipient: each user has a mailbox whose `last_seq` a write bumps
+//! under the row's lock, so one user's positions commit in order while writers for different
+//! users never wait on each other (no instance-wide lock, no global sequence).
+//!
+//! Two backends implement the trait: Postgres for production ([`postgres`]: the write is one
+//! statement with data-modifying CTEs), SQLite as the embedded default ([`sqlite`]: one writer
+//! connection that commits concurrent writes together). The load queries are shared ([`facts`]);
+//! the behaviour tests run unchanged on both.
 
+mod facts;
 mod postgres;
-mod sql;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;
@@ -14,20 +24,26 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use crate::change::{Change, Facts};
 use crate::domain::{
-    ConnectionId, GatewayId, IdempotencyKey, Participant, Permissions, RequestId, RequestStatus,
-    UserId, UserPatch, UserProfile, Videochat, VideochatId, VideochatRequest,
+    ConnectionId, GatewayId, IdempotencyKey, Ring, UserId, UserPatch, UserProfile, VideochatRequest,
 };
+use crate::machine::Command;
 
+pub use crate::change::{IdempotencyRecord, RecordedOutcome};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A concurrent transaction changed the same rows (unique violation, serialization failure,
-    /// deadlock). The caller retries the whole operation.
+    /// deadlock). The caller loads, decides and writes again.
     #[error("conflicting concurrent change")]
     Conflict,
+    /// A guard of the write failed: the ring was answered (or timed out) since it was read.
+    /// Nothing was written; the caller loads, decides and writes again.
+    #[error("the facts changed since they were read")]
+    Stale,
     /// A row holds a value this version of the service cannot read.
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
@@ -54,182 +70,156 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// What was answered the first time a user sent an idempotency key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IdempotencyRecord {
-    pub user_id: UserId,
-    pub key: IdempotencyKey,
-    /// The operation's name, so a key reused for another operation is noticed.
-    pub operation: String,
-    pub outcome: RecordedOutcome,
-    pub created_at_ms: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RecordedOutcome {
-    /// The reply, serialized.
-    Reply(Vec<u8>),
-    /// An application error: the contract code and message.
-    Error { code: i32, message: String },
-}
-
-/// An event to append to the outbox in the transaction that caused it.
+/// An event to write with the change that causes it.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
-    pub event_id: String,
     pub recipient: UserId,
-    /// The serialized [`crate::domain::Event`].
+    /// The event's name (a column for people reading the table).
+    pub kind: &'static str,
+    /// The encoded event (protobuf `Event` with only its `kind` set).
     pub payload: Vec<u8>,
-    pub traceparent: String,
-    pub created_at_ms: i64,
+}
+
+/// One decided operation, ready to be written.
+pub struct Write<'a> {
+    pub change: &'a Change,
+    /// The change's events, encoded, in the order of `change.events`.
+    pub events: &'a [NewEvent],
+    /// The answer to record under the operation's idempotency key.
+    pub record: Option<&'a IdempotencyRecord>,
+    pub traceparent: &'a str,
+    pub now_ms: i64,
 }
 
 /// An event read back from the outbox.
 #[derive(Clone, Debug)]
 pub struct StoredEvent {
-    pub seq: u64,
-    pub event_id: String,
     pub recipient: UserId,
+    pub seq: u64,
     pub payload: Vec<u8>,
     pub traceparent: String,
     pub created_at_ms: i64,
 }
 
-/// One transaction. Dropping it without [`StoreTx::commit`] rolls it back.
-#[async_trait]
-pub trait StoreTx: Send {
-    async fn user(&mut self, id: &UserId) -> StoreResult<Option<UserProfile>>;
-    async fn upsert_user(&mut self, user: &UserProfile, now_ms: i64) -> StoreResult<()>;
-    /// Creates the user if unknown, then applies the fields the patch sets.
-    async fn patch_user(&mut self, id: &UserId, patch: &UserPatch, now_ms: i64) -> StoreResult<()>;
-    /// At least one socket connected on a gateway whose presence lease is alive.
-    async fn is_available(&mut self, id: &UserId, now_ms: i64) -> StoreResult<bool>;
-
-    async fn request(&mut self, id: &RequestId) -> StoreResult<Option<VideochatRequest>>;
-    /// The pending direct request between two users, in either direction.
-    async fn pending_direct_between(
-        &mut self,
-        a: &UserId,
-        b: &UserId,
-    ) -> StoreResult<Option<VideochatRequest>>;
-    /// The pending invite of a user into a videochat.
-    async fn pending_invite(
-        &mut self,
-        videochat: &VideochatId,
-        target: &UserId,
-    ) -> StoreResult<Option<VideochatRequest>>;
-    /// Fails with [`StoreError::Conflict`] if the pair (or invitee) already has a pending request.
-    async fn insert_request(&mut self, request: &VideochatRequest) -> StoreResult<()>;
-    /// Moves a pending request to `status`; false if it was no longer pending.
-    async fn finish_request(
-        &mut self,
-        id: &RequestId,
-        status: RequestStatus,
-        now_ms: i64,
-    ) -> StoreResult<bool>;
-    /// Requests ringing for `target` at `now_ms`, oldest first.
-    async fn ringing_for(
-        &mut self,
-        target: &UserId,
-        now_ms: i64,
-    ) -> StoreResult<Vec<VideochatRequest>>;
-    /// Pending requests whose ring timed out at `now_ms`, oldest first.
-    async fn due_requests(&mut self, now_ms: i64, limit: i64)
-    -> StoreResult<Vec<VideochatRequest>>;
-
-    async fn insert_videochat(&mut self, videochat: &Videochat) -> StoreResult<()>;
-    async fn videochat(&mut self, id: &VideochatId) -> StoreResult<Option<Videochat>>;
-    async fn participant(
-        &mut self,
-        videochat: &VideochatId,
-        user: &UserId,
-    ) -> StoreResult<Option<Participant>>;
-    /// Adds a participant with the next free `uid` of the videochat.
-    async fn add_participant(
-        &mut self,
-        videochat: &VideochatId,
-        user: &UserId,
-        permissions: Permissions,
-        now_ms: i64,
-    ) -> StoreResult<Participant>;
-    async fn participant_count(&mut self, videochat: &VideochatId) -> StoreResult<u32>;
-    /// Profiles of the first `limit` participants, in joining order.
-    async fn participant_profiles(
-        &mut self,
-        videochat: &VideochatId,
-        limit: i64,
-    ) -> StoreResult<Vec<UserProfile>>;
-
-    async fn idempotency_record(
-        &mut self,
-        user: &UserId,
-        key: &IdempotencyKey,
-    ) -> StoreResult<Option<IdempotencyRecord>>;
-    /// Fails with [`StoreError::Conflict`] if the key was recorded concurrently.
-    async fn record_idempotency(&mut self, record: &IdempotencyRecord) -> StoreResult<()>;
-
-    /// Appends events to the outbox. They become visible to readers, in order, at commit.
-    async fn append_events(&mut self, events: &[NewEvent]) -> StoreResult<()>;
-
-    async fn upsert_gateway_lease(
-        &mut self,
-        gateway: &GatewayId,
-        expires_at_ms: i64,
-    ) -> StoreResult<()>;
-    async fn open_connection(
-        &mut self,
-        connection: &ConnectionId,
-        user: &UserId,
-        gateway: &GatewayId,
-        now_ms: i64,
-    ) -> StoreResult<()>;
-
-    async fn commit(self: Box<Self>) -> StoreResult<()>;
+/// Events other replicas committed, read in transaction order (see [`Store::follow`]).
+#[derive(Debug, Default)]
+pub struct Followed {
+    /// Where the next read starts: every transaction below it has been read.
+    pub cursor: u64,
+    pub events: Vec<StoredEvent>,
 }
 
-/// The database: transactions, presence bookkeeping, and the outbox reader.
+/// A socket a gateway reports as opened.
+#[derive(Clone, Debug)]
+pub struct OpenedSocket {
+    pub connection: ConnectionId,
+    pub user: UserId,
+    pub profile: UserPatch,
+}
+
+/// What a newly registered socket must know.
+#[derive(Clone, Debug, Default)]
+pub struct Registration {
+    /// The user's newest mailbox position: the socket gets the events after it.
+    pub last_seq: u64,
+    /// The rings ringing for the user now.
+    pub rings: Vec<Ring>,
+}
+
+/// The database.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    async fn begin(&self) -> StoreResult<Box<dyn StoreTx + '_>>;
+    /// Everything `command` needs to be decided for `actor`, in one query.
+    async fn load(
+        &self,
+        actor: &UserId,
+        key: &IdempotencyKey,
+        command: &Command,
+        now_ms: i64,
+    ) -> StoreResult<Facts>;
 
-    async fn close_connection(&self, connection: &ConnectionId) -> StoreResult<()>;
-    /// Renews a gateway's presence lease.
-    async fn renew_gateway_lease(&self, gateway: &GatewayId, expires_at_ms: i64)
-    -> StoreResult<()>;
-    /// Forgets connections of gateways whose lease ran out before `before_ms`.
-    async fn sweep_dead_gateways(&self, before_ms: i64) -> StoreResult<u64>;
+    /// The facts for starting a videochat owned by `owner` (their profile).
+    async fn load_owner(&self, owner: &UserId) -> StoreResult<Facts>;
 
-    /// The newest outbox position, 0 when empty.
-    async fn latest_seq(&self) -> StoreResult<u64>;
-    /// Events in `(after, upto]` for users with a socket on `gateway`, in order.
-    async fn events_for_gateway(
+    /// Writes a decided change with its events and idempotency record, atomically. Returns the
+    /// mailbox positions given to the events, in order. Fails with [`StoreError::Stale`] when
+    /// the change's ring was no longer pending, [`StoreError::Conflict`] when a racing change
+    /// took a unique key first; either way nothing was written.
+    async fn apply(&self, write: &Write<'_>) -> StoreResult<Vec<u64>>;
+
+    /// Records a refusal under its idempotency key; false if the key already had a record.
+    async fn record_refusal(&self, record: &IdempotencyRecord) -> StoreResult<bool>;
+
+    /// Records sockets a gateway opened (the users become available) and applies their
+    /// just-in-time profiles, all in one transaction; returns what each socket must be told.
+    async fn register_sockets(
         &self,
         gateway: &GatewayId,
-        after: u64,
-        upto: u64,
-        limit: i64,
-    ) -> StoreResult<Vec<StoredEvent>>;
-    /// The earliest ring timeout among pending requests.
+        opened: &[OpenedSocket],
+        lease_until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Vec<Registration>>;
+
+    /// Forgets closed sockets.
+    async fn close_sockets(&self, connections: &[ConnectionId]) -> StoreResult<()>;
+
+    /// A gateway (re)attached holding exactly `sockets`: its presence rows become that set and
+    /// its lease is renewed.
+    async fn attach_gateway(
+        &self,
+        gateway: &GatewayId,
+        sockets: &[(ConnectionId, UserId)],
+        lease_until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+
+    /// Renews a gateway's presence lease.
+    async fn renew_gateway_lease(&self, gateway: &GatewayId, until_ms: i64) -> StoreResult<()>;
+
+    /// Forgets sockets of gateways whose lease ran out before `before_ms`.
+    async fn sweep_dead_gateways(&self, before_ms: i64) -> StoreResult<u64>;
+
+    /// Each user's events after the given position, in order (for a gateway that reattaches).
+    async fn events_after(&self, cursors: &[(UserId, u64)]) -> StoreResult<Vec<StoredEvent>>;
+
+    /// Events that other replicas (origin other than this store's) committed in transactions at
+    /// or above `cursor`, up to the oldest transaction still running; `None` starts at that
+    /// horizon. Only Postgres has other replicas; SQLite returns nothing.
+    async fn follow(&self, cursor: Option<u64>) -> StoreResult<Followed>;
+
+    /// Pending rings whose timeout passed, oldest first.
+    async fn due_requests(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<VideochatRequest>>;
+
+    /// The earliest timeout among pending rings.
     async fn next_expiry(&self) -> StoreResult<Option<i64>>;
+
+    /// The rings ringing for `user` now, as the user is shown them.
+    async fn rings_for(&self, user: &UserId, now_ms: i64) -> StoreResult<Vec<Ring>>;
+
+    async fn upsert_user(&self, user: &UserProfile, now_ms: i64) -> StoreResult<()>;
+
+    /// The profile, and whether the user is reachable now.
+    async fn user(&self, id: &UserId, now_ms: i64) -> StoreResult<Option<(UserProfile, bool)>>;
+
     /// Deletes outbox events and idempotency records created before the given instants.
     async fn prune(&self, events_before_ms: i64, idempotency_before_ms: i64) -> StoreResult<u64>;
 
-    /// Changes whenever new outbox events may have committed (here or, for Postgres, on any
-    /// replica). Readers re-query on change; the value itself means nothing.
+    /// Changes when another replica announced new events (Postgres LISTEN); followers read then.
     fn outbox_signal(&self) -> watch::Receiver<u64>;
 
     /// Human-readable backend name for logs and metrics.
     fn backend(&self) -> &'static str;
 }
 
-/// Opens the store for a `DATABASE_URL` (`postgres://…` or `sqlite://…`) and applies migrations.
-pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+/// Opens the store for a `DATABASE_URL` (`postgres://…` or `sqlite://…`) and applies
+/// migrations. `origin` names this replica in the outbox.
+pub async fn connect(url: &str, max_connections: u32, origin: &str) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
-            PostgresStore::connect(url, max_connections).await?,
+            PostgresStore::connect(url, max_connections, origin).await?,
         ))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
+        Ok(Arc::new(SqliteStore::connect(url, origin).await?))
     } else {
         Err(StoreError::Url(format!(
             "{url:?} is neither postgres:// nor sqlite:"
@@ -239,7 +229,7 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Sto
 
 /// Applies pending migrations without starting anything (`videochat migrate`).
 pub async fn migrate(url: &str) -> StoreResult<&'static str> {
-    let store = connect(url, 1).await?;
+    let store = connect(url, 1, "migrate").await?;
     Ok(store.backend())
 }
 
@@ -250,4 +240,52 @@ pub(crate) fn signal() -> (watch::Sender<u64>, watch::Receiver<u64>) {
 
 pub(crate) fn bump(sender: &watch::Sender<u64>) {
     sender.send_modify(|v| *v = v.wrapping_add(1));
+}
+
+/// The positions given to `events` by a write that left each recipient's mailbox at `last_seq`:
+/// a recipient's events take the last positions, in order.
+pub(crate) fn positions(events: &[NewEvent], last_seqs: &[(String, i64)]) -> StoreResult<Vec<u64>> {
+    let mut remaining: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    for event in events {
+        *remaining.entry(event.recipient.as_str()).or_default() += 1;
+    }
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        let recipient = event.recipient.as_str();
+        let last = last_seqs
+            .iter()
+            .find(|(user, _)| user == recipient)
+            .map(|(_, seq)| *seq)
+            .ok_or_else(|| StoreError::Corrupt {
+                table: "mailboxes",
+                detail: format!("no position returned for {recipient}"),
+            })?;
+        let left = remaining.get_mut(recipient).map(|n| {
+            *n -= 1;
+            *n
+        });
+        let seq = last - left.unwrap_or_default();
+        out.push(u64::try_from(seq).unwrap_or_default());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(to: &str) -> NewEvent {
+        NewEvent {
+            recipient: UserId::parse(to).unwrap(),
+            kind: "x",
+            payload: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_recipients_events_take_the_last_positions_in_order() {
+        let events = [event("a"), event("b"), event("a")];
+        let last = [("a".to_owned(), 7), ("b".to_owned(), 3)];
+        assert_eq!(positions(&events, &last).unwrap(), vec![6, 3, 7]);
+    }
 }

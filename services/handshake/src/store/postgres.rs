@@ -1,36 +1,64 @@
-//! Postgres: the production store. Any number of service replicas share one database; they hear
-//! of each other's events through LISTEN/NOTIFY on [`OUTBOX_CHANNEL`].
+//! Postgres: the production store. Any number of service replicas share one database.
+//!
+//! An operation's write is one statement ([`APPLY`]): data-modifying CTEs move the ring out of
+//! pending (the guard), insert what the decision created, bump each recipient's mailbox (its row
+//! lock orders that user's events), append the events and record the idempotency answer — all
+//! or nothing, one round trip, one commit, no explicit transaction.
+//!
+//! Replicas hear of each other's events without a NOTIFY inside any write: after local commits
+//! with events, one background task sends at most one `NOTIFY` per [`NOTIFY_EVERY`] carrying
+//! this replica's origin; the others' followers then read the outbox ([`Store::follow`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::sql::{
-    RequestRow, UserRow, avatar_3d_json, participant_from_row, request_columns, request_from_row,
-    requests_from_rows, sql_store, user_columns, user_from_row, videochat_from_row,
+use super::facts::{self, FactRow, Param};
+use super::rows::{RequestRow, UserRow, avatar_3d_json, requests_from_rows, user_from_row};
+use super::{
+    Followed, IdempotencyRecord, OpenedSocket, RecordedOutcome, Registration, Store, StoreError,
+    StoreResult, StoredEvent, Write,
 };
-use super::{IdempotencyRecord, NewEvent, RecordedOutcome, StoreError, StoreResult, StoredEvent};
+use crate::change::Facts;
 use crate::domain::{
-    ConnectionId, GatewayId, IdempotencyKey, Participant, Permissions, RequestId, RequestStatus,
-    UserId, UserPatch, UserProfile, VideochatId, VideochatRequest,
+    ConnectionId, GatewayId, IdempotencyKey, Ring, UserId, UserProfile, VideochatRequest,
 };
+use crate::machine::{Command, MAX_RING_PARTICIPANTS};
 
-/// NOTIFY channel announcing new outbox events.
+/// NOTIFY channel announcing new outbox events; the payload is the committing replica's origin.
 pub const OUTBOX_CHANNEL: &str = "videochat_outbox";
+/// At most one announcement per this interval, however many commits.
+const NOTIFY_EVERY: Duration = Duration::from_millis(2);
+/// Most events one follower read returns.
+const FOLLOW_BATCH: i64 = 5_000;
+/// Users per replay query when a gateway reattaches.
+const REPLAY_CHUNK: usize = 1_000;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
 pub struct PostgresStore {
     pool: PgPool,
+    origin: String,
     signal: Arc<watch::Sender<u64>>,
-    /// Stops the LISTEN task (and frees its connection) when the store is dropped.
-    _listener: tokio_util::sync::DropGuard,
+    /// Set by commits with events; the announcer sends one NOTIFY for all of them.
+    announce: Arc<Announce>,
+    /// Stops the LISTEN and NOTIFY tasks when the store is dropped.
+    _tasks: DropGuard,
+}
+
+#[derive(Default)]
+struct Announce {
+    pending: AtomicBool,
+    wake: Notify,
 }
 
 impl PostgresStore {
-    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+    pub async fn connect(url: &str, max_connections: u32, origin: &str) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
@@ -39,23 +67,39 @@ impl PostgresStore {
         MIGRATOR.run(&pool).await?;
         let (sender, _) = super::signal();
         let signal = Arc::new(sender);
+        let announce = Arc::new(Announce::default());
+        let stop = CancellationToken::new();
         let listener = PgListener::connect_with(&pool).await?;
-        let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(listen(listener, signal.clone(), stop.clone()));
+        tokio::spawn(listen(
+            listener,
+            origin.to_owned(),
+            signal.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(announce_commits(
+            pool.clone(),
+            origin.to_owned(),
+            announce.clone(),
+            stop.clone(),
+        ));
         Ok(Self {
             pool,
+            origin: origin.to_owned(),
             signal,
-            _listener: stop.drop_guard(),
+            announce,
+            _tasks: stop.drop_guard(),
         })
     }
 }
 
-/// Relays NOTIFYs from every replica into the local signal. On a lost connection `PgListener`
-/// reconnects by itself; readers also poll, so a NOTIFY missed meanwhile only delays delivery.
+/// Relays other replicas' announcements into the local signal. On a lost connection
+/// `PgListener` reconnects by itself; followers also poll, so a NOTIFY missed meanwhile only
+/// delays delivery.
 async fn listen(
     mut listener: PgListener,
+    origin: String,
     signal: Arc<watch::Sender<u64>>,
-    stop: tokio_util::sync::CancellationToken,
+    stop: CancellationToken,
 ) {
     if let Err(error) = listener.listen(OUTBOX_CHANNEL).await {
         tracing::error!(%error, "cannot LISTEN for outbox events; falling back to polling");
@@ -65,6 +109,7 @@ async fn listen(
         tokio::select! {
             _ = stop.cancelled() => return,
             received = listener.try_recv() => match received {
+                Ok(Some(notification)) if notification.payload() == origin => {}
                 Ok(_) => super::bump(&signal),
                 Err(error) => {
                     tracing::warn!(%error, "outbox LISTEN connection lost; reconnecting");
@@ -75,15 +120,659 @@ async fn listen(
         }
     }
 }
-sql_store!(
-    PostgresStore,
-    PostgresTx,
-    sqlx::Postgres,
-    backend = "postgres",
-    db_system = "postgresql",
-    // Outbox positions come from a sequence, allocated at insert but visible at commit. Taking
-    // this lock before appending makes commit order equal position order, so a reader that has
-    // seen position N has seen everything below it.
-    lock_outbox = Some("SELECT pg_advisory_xact_lock(72630001)"),
-    notify = Some("SELECT pg_notify('videochat_outbox', '')")
-);
+
+/// Sends one NOTIFY for every burst of local commits with events, outside those commits (a
+/// NOTIFY inside a write would serialize every writer of the instance on the notify queue).
+async fn announce_commits(
+    pool: PgPool,
+    origin: String,
+    announce: Arc<Announce>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = announce.wake.notified() => {}
+        }
+        if !announce.pending.swap(false, Ordering::AcqRel) {
+            continue;
+        }
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(OUTBOX_CHANNEL)
+            .bind(&origin)
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(%error, "cannot announce new events; other replicas will poll");
+        }
+        tokio::time::sleep(NOTIFY_EVERY).await;
+    }
+}
+
+/// One operation's write; see the module documentation. Parameters:
+/// `$1..$3` the finish (ring, status, ringing-at), `$4` now, `$5..$13` the new ring,
+/// `$14..$18` the new videochat, `$19..$22` new participants, `$23..$25` events, `$26`
+/// traceparent, `$27` origin, `$28..$31` the idempotency record.
+const APPLY: &str = "WITH
+fin AS (
+    UPDATE videochat_requests SET status = $2, answered_at_ms = $4
+    WHERE id = $1 AND status = 'pending' AND ($3::bigint IS NULL OR expires_at_ms > $3)
+    RETURNING id),
+ok AS (SELECT ($1::text IS NULL OR EXISTS (SELECT 1 FROM fin)) AS ok),
+new_request AS (
+    INSERT INTO videochat_requests (id, kind, initiator_id, target_id, videochat_id, engine, status, pair_key, created_at_ms, expires_at_ms)
+    SELECT $5, $6, $7, $8, $9, $10, 'pending', $11, $12, $13 FROM ok WHERE ok AND $5::text IS NOT NULL),
+new_videochat AS (
+    INSERT INTO videochats (id, mode, engine, room, shared_secret, created_at_ms)
+    SELECT $14, $15, $16, $17, $18, $4 FROM ok WHERE ok AND $14::text IS NOT NULL),
+new_participants AS (
+    INSERT INTO participants (videochat_id, user_id, uid, permissions, joined_at_ms)
+    SELECT p.videochat_id, p.user_id, p.uid, p.permissions, $4
+    FROM ok, UNNEST($19::text[], $20::text[], $21::bigint[], $22::bigint[]) AS p(videochat_id, user_id, uid, permissions)
+    WHERE ok),
+events AS (
+    SELECT e.recipient, e.kind, e.payload,
+           COUNT(*) OVER (PARTITION BY e.recipient) AS n,
+           ROW_NUMBER() OVER (PARTITION BY e.recipient ORDER BY e.ord) AS k
+    FROM ok, UNNEST($23::text[], $24::text[], $25::bytea[]) WITH ORDINALITY AS e(recipient, kind, payload, ord)
+    WHERE ok),
+mailbox AS (
+    INSERT INTO mailboxes AS m (user_id, last_seq)
+    SELECT recipient, MAX(n) FROM events GROUP BY recipient ORDER BY recipient
+    ON CONFLICT (user_id) DO UPDATE SET last_seq = m.last_seq + excluded.last_seq
+    RETURNING user_id, last_seq),
+stored AS (
+    INSERT INTO outbox_events (recipient_user_id, seq, kind, payload, traceparent, created_at_ms, origin)
+    SELECT e.recipient, b.last_seq - e.n + e.k, e.kind, e.payload, $26, $4, $27
+    FROM events e JOIN mailbox b ON b.user_id = e.recipient),
+record AS (
+    INSERT INTO idempotency_records (user_id, key, operation, reply, created_at_ms)
+    SELECT $28, $29, $30, $31, $4 FROM ok WHERE ok AND $29::text IS NOT NULL)
+SELECT ok.ok, mailbox.user_id, mailbox.last_seq FROM ok LEFT JOIN mailbox ON true";
+
+const EVENT_COLUMNS: &str = "recipient_user_id, seq, payload, traceparent, created_at_ms";
+type EventRow = (String, i64, Vec<u8>, String, i64);
+
+fn event_from_row(
+    (recipient, seq, payload, traceparent, created_at_ms): EventRow,
+) -> StoreResult<StoredEvent> {
+    Ok(StoredEvent {
+        recipient: UserId::parse(recipient).map_err(|e| StoreError::Corrupt {
+            table: "outbox_events",
+            detail: e.to_string(),
+        })?,
+        seq: u64::try_from(seq).unwrap_or_default(),
+        payload,
+        traceparent,
+        created_at_ms,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    #[tracing::instrument(name = "store.load", skip_all, fields(db.system = "postgresql", otel.kind = "client"))]
+    async fn load(
+        &self,
+        actor: &UserId,
+        key: &IdempotencyKey,
+        command: &Command,
+        now_ms: i64,
+    ) -> StoreResult<Facts> {
+        let (sql, params) = facts::query(actor, key, command, now_ms);
+        let mut query = sqlx::query_as::<_, FactRow>(sql);
+        for param in params {
+            query = match param {
+                Param::Text(text) => query.bind(text),
+                Param::Int(int) => query.bind(int),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        facts::facts_from_rows(rows, Some((actor, key)))
+    }
+
+    async fn load_owner(&self, owner: &UserId) -> StoreResult<Facts> {
+        let rows = sqlx::query_as::<_, FactRow>(facts::OWNER)
+            .bind(owner.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        facts::facts_from_rows(rows, None)
+    }
+
+    #[tracing::instrument(name = "store.apply", skip_all, fields(db.system = "postgresql", otel.kind = "client"))]
+    async fn apply(&self, write: &Write<'_>) -> StoreResult<Vec<u64>> {
+        let change = write.change;
+        let finish = change.finish.as_ref();
+        let ring = change.new_request.as_ref();
+        let videochat = change.new_videochat.as_ref();
+        let participants = &change.new_participants;
+        let (reply, operation, key, user) = match write.record {
+            Some(IdempotencyRecord {
+                user_id,
+                key,
+                operation,
+                outcome: RecordedOutcome::Reply(reply),
+                ..
+            }) => (
+                Some(reply.as_slice()),
+                Some(operation.as_str()),
+                Some(key.as_str()),
+                Some(user_id.as_str()),
+            ),
+            _ => (None, None, None, None),
+        };
+        let rows: Vec<(bool, Option<String>, Option<i64>)> = sqlx::query_as(APPLY)
+            .bind(finish.map(|f| f.request.as_str()))
+            .bind(finish.map(|f| f.status.as_str()))
+            .bind(finish.and_then(|f| f.ringing_at))
+            .bind(write.now_ms)
+            .bind(ring.map(|r| r.id.as_str()))
+            .bind(ring.map(|r| r.kind.as_str()))
+            .bind(ring.map(|r| r.initiator.as_str()))
+            .bind(ring.map(|r| r.target.as_str()))
+            .bind(ring.and_then(|r| r.videochat_id.as_ref().map(|v| v.as_str())))
+            .bind(ring.map(|r| r.engine.as_str()))
+            .bind(ring.map(|r| VideochatRequest::pair_key(&r.initiator, &r.target)))
+            .bind(ring.map(|r| r.created_at_ms))
+            .bind(ring.map(|r| r.expires_at_ms))
+            .bind(videochat.map(|v| v.id.as_str()))
+            .bind(videochat.map(|v| v.mode.as_str()))
+            .bind(videochat.map(|v| v.engine.as_str()))
+            .bind(videochat.map(|v| v.room.as_str()))
+            .bind(videochat.map(|v| v.shared_secret.as_str()))
+            .bind(
+                participants
+                    .iter()
+                    .map(|p| p.videochat_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                participants
+                    .iter()
+                    .map(|p| p.user_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                participants
+                    .iter()
+                    .map(|p| i64::from(p.uid))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                participants
+                    .iter()
+                    .map(|p| p.permissions.to_bits())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                write
+                    .events
+                    .iter()
+                    .map(|e| e.recipient.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(write.events.iter().map(|e| e.kind).collect::<Vec<_>>())
+            .bind(
+                write
+                    .events
+                    .iter()
+                    .map(|e| e.payload.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(write.traceparent)
+            .bind(&self.origin)
+            .bind(user)
+            .bind(key)
+            .bind(operation)
+            .bind(reply)
+            .fetch_all(&self.pool)
+            .await?;
+        if !rows.first().is_some_and(|(ok, _, _)| *ok) {
+            return Err(StoreError::Stale);
+        }
+        let last_seqs: Vec<(String, i64)> = rows
+            .into_iter()
+            .filter_map(|(_, user, seq)| Some((user?, seq?)))
+            .collect();
+        if !write.events.is_empty() {
+            self.announce.pending.store(true, Ordering::Release);
+            self.announce.wake.notify_one();
+        }
+        super::positions(write.events, &last_seqs)
+    }
+
+    async fn record_refusal(&self, record: &IdempotencyRecord) -> StoreResult<bool> {
+        let (reply, code, message) = match &record.outcome {
+            RecordedOutcome::Reply(reply) => (Some(reply.as_slice()), None, None),
+            RecordedOutcome::Error { code, message } => {
+                (None, Some(i64::from(*code)), Some(message.as_str()))
+            }
+        };
+        let done = sqlx::query(
+            "INSERT INTO idempotency_records (user_id, key, operation, reply, error_code, error_message, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, key) DO NOTHING",
+        )
+        .bind(record.user_id.as_str())
+        .bind(record.key.as_str())
+        .bind(&record.operation)
+        .bind(reply)
+        .bind(code)
+        .bind(message)
+        .bind(record.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(name = "store.register_sockets", skip_all, fields(db.system = "postgresql", otel.kind = "client", sockets = opened.len()))]
+    async fn register_sockets(
+        &self,
+        gateway: &GatewayId,
+        opened: &[OpenedSocket],
+        lease_until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Vec<Registration>> {
+        let users: Vec<&str> = opened.iter().map(|s| s.user.as_str()).collect();
+        let mut tx = self.pool.begin().await?;
+        // A registration can race a gateway's first heartbeat; the lease row must exist for
+        // the socket to count as present.
+        sqlx::query(
+            "INSERT INTO gateways (id, lease_expires_at_ms) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET lease_expires_at_ms = GREATEST(gateways.lease_expires_at_ms, excluded.lease_expires_at_ms)",
+        )
+        .bind(gateway.as_str())
+        .bind(lease_until_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO connections (id, user_id, gateway_id, connected_at_ms) \
+             SELECT c.id, c.user_id, $3, $4 FROM UNNEST($1::text[], $2::text[]) AS c(id, user_id) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(
+            opened
+                .iter()
+                .map(|s| s.connection.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(&users)
+        .bind(gateway.as_str())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        // Just-in-time profiles: new users are created, known ones change only where a claim
+        // says something new (no write at all when nothing changed).
+        let patch = |f: fn(&OpenedSocket) -> Option<&str>| -> Vec<Option<&str>> {
+            opened.iter().map(f).collect()
+        };
+        sqlx::query(
+            "WITH p AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[]) \
+                 AS p(id, first_name, last_name, privacy_mode, avatar, company_name, company_title)), \
+             created AS (INSERT INTO users (id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title, updated_at_ms) \
+                 SELECT DISTINCT ON (id) id, COALESCE(first_name, ''), COALESCE(last_name, ''), COALESCE(privacy_mode, 0), COALESCE(avatar, ''), NULL, \
+                        COALESCE(company_name, ''), COALESCE(company_title, ''), $8 FROM p \
+                 ON CONFLICT (id) DO NOTHING RETURNING id) \
+             UPDATE users u SET first_name = COALESCE(p.first_name, u.first_name), last_name = COALESCE(p.last_name, u.last_name), \
+                 privacy_mode = COALESCE(p.privacy_mode, u.privacy_mode), avatar = COALESCE(p.avatar, u.avatar), \
+                 company_name = COALESCE(p.company_name, u.company_name), company_title = COALESCE(p.company_title, u.company_title), \
+                 updated_at_ms = $8 \
+             FROM p WHERE u.id = p.id \
+               AND (u.first_name, u.last_name, u.privacy_mode, u.avatar, u.company_name, u.company_title) IS DISTINCT FROM \
+                   (COALESCE(p.first_name, u.first_name), COALESCE(p.last_name, u.last_name), COALESCE(p.privacy_mode, u.privacy_mode), \
+                    COALESCE(p.avatar, u.avatar), COALESCE(p.company_name, u.company_name), COALESCE(p.company_title, u.company_title))",
+        )
+        .bind(&users)
+        .bind(patch(|s| s.profile.first_name.as_deref()))
+        .bind(patch(|s| s.profile.last_name.as_deref()))
+        .bind(opened.iter().map(|s| s.profile.privacy_mode.map(i64::from)).collect::<Vec<_>>())
+        .bind(patch(|s| s.profile.avatar.as_deref()))
+        .bind(patch(|s| s.profile.company_name.as_deref()))
+        .bind(patch(|s| s.profile.company_title.as_deref()))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        // Read after the commit, positions first: an event committed after this read has a
+        // later position and reaches the socket through the link; a ring committed before it
+        // is in the rings read next.
+        let last_seqs: Vec<(String, i64)> =
+            sqlx::query_as("SELECT user_id, last_seq FROM mailboxes WHERE user_id = ANY($1)")
+                .bind(&users)
+                .fetch_all(&self.pool)
+                .await?;
+        let rings = self.rings_of(&users, now_ms).await?;
+        Ok(opened
+            .iter()
+            .map(|socket| Registration {
+                last_seq: last_seqs
+                    .iter()
+                    .find(|(u, _)| u == socket.user.as_str())
+                    .and_then(|(_, s)| u64::try_from(*s).ok())
+                    .unwrap_or_default(),
+                rings: rings
+                    .iter()
+                    .filter(|(target, _)| target == &socket.user)
+                    .map(|(_, ring)| ring.clone())
+                    .collect(),
+            })
+            .collect())
+    }
+
+    async fn close_sockets(&self, connections: &[ConnectionId]) -> StoreResult<()> {
+        sqlx::query("DELETE FROM connections WHERE id = ANY($1)")
+            .bind(connections.iter().map(|c| c.as_str()).collect::<Vec<_>>())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn attach_gateway(
+        &self,
+        gateway: &GatewayId,
+        sockets: &[(ConnectionId, UserId)],
+        lease_until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let ids: Vec<&str> = sockets.iter().map(|(c, _)| c.as_str()).collect();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO gateways (id, lease_expires_at_ms) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET lease_expires_at_ms = excluded.lease_expires_at_ms",
+        )
+        .bind(gateway.as_str())
+        .bind(lease_until_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM connections WHERE gateway_id = $1 AND NOT (id = ANY($2))")
+            .bind(gateway.as_str())
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO connections (id, user_id, gateway_id, connected_at_ms) \
+             SELECT c.id, c.user_id, $3, $4 FROM UNNEST($1::text[], $2::text[]) AS c(id, user_id) \
+             ON CONFLICT (id) DO UPDATE SET gateway_id = excluded.gateway_id",
+        )
+        .bind(&ids)
+        .bind(sockets.iter().map(|(_, u)| u.as_str()).collect::<Vec<_>>())
+        .bind(gateway.as_str())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn renew_gateway_lease(&self, gateway: &GatewayId, until_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO gateways (id, lease_expires_at_ms) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET lease_expires_at_ms = excluded.lease_expires_at_ms",
+        )
+        .bind(gateway.as_str())
+        .bind(until_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn sweep_dead_gateways(&self, before_ms: i64) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let connections = sqlx::query(
+            "DELETE FROM connections WHERE gateway_id IN (SELECT id FROM gateways WHERE lease_expires_at_ms < $1)",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM gateways WHERE lease_expires_at_ms < $1")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(connections.rows_affected())
+    }
+
+    async fn events_after(&self, cursors: &[(UserId, u64)]) -> StoreResult<Vec<StoredEvent>> {
+        let mut events = Vec::new();
+        for chunk in cursors.chunks(REPLAY_CHUNK) {
+            let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {EVENT_COLUMNS} FROM outbox_events o \
+                 JOIN UNNEST($1::text[], $2::bigint[]) AS c(user_id, after) \
+                   ON o.recipient_user_id = c.user_id AND o.seq > c.after \
+                 ORDER BY o.recipient_user_id, o.seq"
+            )))
+            .bind(chunk.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|(_, s)| i64::try_from(*s).unwrap_or(i64::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            for row in rows {
+                events.push(event_from_row(row)?);
+            }
+        }
+        Ok(events)
+    }
+
+    #[tracing::instrument(name = "store.follow", skip_all, level = "debug")]
+    async fn follow(&self, cursor: Option<u64>) -> StoreResult<Followed> {
+        // Every transaction below the horizon has finished: reading [cursor, horizon) reads
+        // whole transactions, and a later read starting at the horizon misses none of them,
+        // however late they committed.
+        let (horizon,): (i64,) =
+            sqlx::query_as("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                .fetch_one(&self.pool)
+                .await?;
+        let horizon = u64::try_from(horizon).unwrap_or_default();
+        let Some(cursor) = cursor else {
+            return Ok(Followed {
+                cursor: horizon,
+                events: Vec::new(),
+            });
+        };
+        if cursor >= horizon {
+            return Ok(Followed {
+                cursor,
+                events: Vec::new(),
+            });
+        }
+        let rows: Vec<(i64, String, i64, Vec<u8>, String, i64)> = sqlx::query_as(
+            "SELECT xid, recipient_user_id, seq, payload, traceparent, created_at_ms FROM outbox_events \
+             WHERE xid >= $1 AND xid < $2 AND origin <> $3 ORDER BY xid, recipient_user_id, seq LIMIT $4",
+        )
+        .bind(i64::try_from(cursor).unwrap_or(i64::MAX))
+        .bind(i64::try_from(horizon).unwrap_or(i64::MAX))
+        .bind(&self.origin)
+        .bind(FOLLOW_BATCH)
+        .fetch_all(&self.pool)
+        .await?;
+        let full = rows.len() as i64 == FOLLOW_BATCH;
+        let mut next = horizon;
+        let mut rows = rows;
+        if full && let Some(last_xid) = rows.last().map(|r| r.0) {
+            // The batch may end inside a transaction: read that one again next time.
+            if rows.first().map(|r| r.0) != Some(last_xid) {
+                rows.retain(|r| r.0 != last_xid);
+                next = u64::try_from(last_xid).unwrap_or_default();
+            } else {
+                next = u64::try_from(last_xid + 1).unwrap_or_default();
+            }
+        }
+        let events = rows
+            .into_iter()
+            .map(|(_, recipient, seq, payload, traceparent, created_at_ms)| {
+                event_from_row((recipient, seq, payload, traceparent, created_at_ms))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Followed {
+            cursor: next,
+            events,
+        })
+    }
+
+    async fn due_requests(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<VideochatRequest>> {
+        let rows: Vec<RequestRow> = sqlx::query_as(
+            "SELECT id, kind, initiator_id, target_id, videochat_id, engine, status, created_at_ms, expires_at_ms \
+             FROM videochat_requests WHERE status = 'pending' AND expires_at_ms <= $1 ORDER BY expires_at_ms, id LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        requests_from_rows(rows)
+    }
+
+    async fn next_expiry(&self) -> StoreResult<Option<i64>> {
+        let (next,): (Option<i64>,) = sqlx::query_as(
+            "SELECT MIN(expires_at_ms) FROM videochat_requests WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(next)
+    }
+
+    async fn rings_for(&self, user: &UserId, now_ms: i64) -> StoreResult<Vec<Ring>> {
+        Ok(self
+            .rings_of(&[user.as_str()], now_ms)
+            .await?
+            .into_iter()
+            .map(|(_, ring)| ring)
+            .collect())
+    }
+
+    async fn upsert_user(&self, user: &UserProfile, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO users (id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (id) DO UPDATE SET first_name = excluded.first_name, last_name = excluded.last_name, \
+             privacy_mode = excluded.privacy_mode, avatar = excluded.avatar, avatar_3d = excluded.avatar_3d, \
+             company_name = excluded.company_name, company_title = excluded.company_title, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(user.id.as_str())
+        .bind(&user.first_name)
+        .bind(&user.last_name)
+        .bind(i64::from(user.privacy_mode))
+        .bind(&user.avatar)
+        .bind(avatar_3d_json(user)?)
+        .bind(&user.company_name)
+        .bind(&user.company_title)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn user(&self, id: &UserId, now_ms: i64) -> StoreResult<Option<(UserProfile, bool)>> {
+        let row: Option<(String, String, String, i64, String, Option<String>, String, String, bool)> =
+            sqlx::query_as(
+                "SELECT id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title, \
+                 EXISTS (SELECT 1 FROM connections c JOIN gateways g ON g.id = c.gateway_id \
+                         WHERE c.user_id = $1 AND g.lease_expires_at_ms > $2) \
+                 FROM users WHERE id = $1",
+            )
+            .bind(id.as_str())
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(
+            |(id, first, last, privacy, avatar, avatar_3d, company, title, available)| {
+                Ok((
+                    user_from_row((id, first, last, privacy, avatar, avatar_3d, company, title))?,
+                    available,
+                ))
+            },
+        )
+        .transpose()
+    }
+
+    async fn prune(&self, events_before_ms: i64, idempotency_before_ms: i64) -> StoreResult<u64> {
+        let events = sqlx::query("DELETE FROM outbox_events WHERE created_at_ms < $1")
+            .bind(events_before_ms)
+            .execute(&self.pool)
+            .await?;
+        let records = sqlx::query("DELETE FROM idempotency_records WHERE created_at_ms < $1")
+            .bind(idempotency_before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(events.rows_affected() + records.rows_affected())
+    }
+
+    fn outbox_signal(&self) -> watch::Receiver<u64> {
+        self.signal.subscribe()
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+impl PostgresStore {
+    /// The rings ringing for `users` now, as each target is shown them: (target, ring).
+    async fn rings_of(&self, users: &[&str], now_ms: i64) -> StoreResult<Vec<(UserId, Ring)>> {
+        let rows: Vec<RequestRow> = sqlx::query_as(
+            "SELECT id, kind, initiator_id, target_id, videochat_id, engine, status, created_at_ms, expires_at_ms \
+             FROM videochat_requests WHERE target_id = ANY($1) AND status = 'pending' AND expires_at_ms > $2 \
+             ORDER BY created_at_ms, id",
+        )
+        .bind(users)
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rings = requests_from_rows(rows)?;
+        let initiators: Vec<&str> = rings.iter().map(|r| r.initiator.as_str()).collect();
+        let profiles: Vec<UserRow> = sqlx::query_as(
+            "SELECT id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title \
+             FROM users WHERE id = ANY($1)",
+        )
+        .bind(&initiators)
+        .fetch_all(&self.pool)
+        .await?;
+        let profiles = profiles
+            .into_iter()
+            .map(user_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut shown = Vec::with_capacity(rings.len());
+        for ring in &rings {
+            let (participants, counter) = match &ring.videochat_id {
+                Some(videochat) => {
+                    let rows: Vec<UserRow> = sqlx::query_as(
+                        "SELECT p.user_id, COALESCE(u.first_name, ''), COALESCE(u.last_name, ''), COALESCE(u.privacy_mode, 0), \
+                         COALESCE(u.avatar, ''), u.avatar_3d, COALESCE(u.company_name, ''), COALESCE(u.company_title, '') \
+                         FROM participants p LEFT JOIN users u ON u.id = p.user_id \
+                         WHERE p.videochat_id = $1 ORDER BY p.uid LIMIT $2",
+                    )
+                    .bind(videochat.as_str())
+                    .bind(MAX_RING_PARTICIPANTS)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let (count,): (i64,) =
+                        sqlx::query_as("SELECT COUNT(*) FROM participants WHERE videochat_id = $1")
+                            .bind(videochat.as_str())
+                            .fetch_one(&self.pool)
+                            .await?;
+                    (
+                        rows.into_iter()
+                            .map(user_from_row)
+                            .collect::<StoreResult<Vec<_>>>()?,
+                        u32::try_from(count).unwrap_or(u32::MAX),
+                    )
+                }
+                None => (Vec::new(), 0),
+            };
+            let initiator = profiles
+                .iter()
+                .find(|p| p.id == ring.initiator)
+                .cloned()
+                .unwrap_or_else(|| UserProfile::bare(ring.initiator.clone()));
+            shown.push((
+                ring.target.clone(),
+                crate::machine::ring_shown(ring, initiator, participants, counter),
+            ));
+        }
+        Ok(shown)
+    }
+}

@@ -1,37 +1,76 @@
-//! SQLite: the embedded default, one file, one process. A single connection serializes every
-//! transaction, which is what SQLite does for writers anyway and spares us busy-retry logic.
+//! SQLite: the embedded default, one file, one process, one replica.
+//!
+//! SQLite takes one writer at a time, and every commit is a sync of its write-ahead log. So all
+//! writes go through one connection, and [`Store::apply`] hands its write to a committer task
+//! that commits whatever writes are waiting in one transaction, each in a savepoint of its own (a
+//! write that fails a guard rolls back alone): under load one log sync serves many handshakes.
+//! Reads (the facts of a decision, rings, replays) run on a small pool of reader connections,
+//! which in WAL mode never wait for the writer.
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use tokio::sync::watch;
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection};
+use tokio::sync::{Mutex, Notify, oneshot, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::sql::{
-    RequestRow, UserRow, avatar_3d_json, participant_from_row, request_columns, request_from_row,
-    requests_from_rows, sql_store, user_columns, user_from_row, videochat_from_row,
+use super::facts::{self, FactRow, Param};
+use super::rows::{RequestRow, UserRow, avatar_3d_json, requests_from_rows, user_from_row};
+use super::{
+    Followed, IdempotencyRecord, NewEvent, OpenedSocket, RecordedOutcome, Registration, Store,
+    StoreError, StoreResult, StoredEvent, Write,
 };
-use super::{IdempotencyRecord, NewEvent, RecordedOutcome, StoreError, StoreResult, StoredEvent};
+use crate::change::{Change, Facts};
 use crate::domain::{
-    ConnectionId, GatewayId, IdempotencyKey, Participant, Permissions, RequestId, RequestStatus,
-    UserId, UserPatch, UserProfile, VideochatId, VideochatRequest,
+    ConnectionId, GatewayId, IdempotencyKey, Ring, UserId, UserProfile, VideochatRequest,
 };
+use crate::machine::{Command, MAX_RING_PARTICIPANTS};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
+/// Reader connections (WAL readers do not block the writer, nor each other).
+const READERS: u32 = 4;
+
 pub struct SqliteStore {
-    pool: SqlitePool,
-    signal: Arc<watch::Sender<u64>>,
+    readers: SqlitePool,
+    writer: Arc<Writer>,
+    signal: watch::Sender<u64>,
+    /// Stops the committer task when the store is dropped.
+    _committer: DropGuard,
+}
+
+/// The one writer connection and the writes waiting for the committer.
+struct Writer {
+    connection: Mutex<SqliteConnection>,
+    waiting: std::sync::Mutex<Vec<Waiting>>,
+    wake: Notify,
+}
+
+/// A write handed to the committer, owned so that it outlives the caller's borrow.
+struct Waiting {
+    change: Change,
+    events: Vec<NewEvent>,
+    record: Option<IdempotencyRecord>,
+    traceparent: String,
+    now_ms: i64,
+    done: oneshot::Sender<StoreResult<Vec<u64>>>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed, with its parent directory) the database file of `url`.
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    pub async fn connect(url: &str, origin: &str) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Url(e.to_string()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            // Every commit is on disk before it is answered.
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         if let Some(parent) = options.get_filename().parent()
@@ -40,28 +79,643 @@ impl SqliteStore {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Url(format!("cannot create {}: {e}", parent.display())))?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
+        let mut connection = options.connect().await?;
+        MIGRATOR.run(&mut connection).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
+            .connect_with(options.read_only(true))
             .await?;
-        MIGRATOR.run(&pool).await?;
-        let (sender, _) = super::signal();
+        let writer = Arc::new(Writer {
+            connection: Mutex::new(connection),
+            waiting: std::sync::Mutex::new(Vec::new()),
+            wake: Notify::new(),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(commit_waiting(
+            writer.clone(),
+            origin.to_owned(),
+            stop.clone(),
+        ));
+        let (signal, _) = super::signal();
         Ok(Self {
-            pool,
-            signal: Arc::new(sender),
+            readers,
+            writer,
+            signal,
+            _committer: stop.drop_guard(),
         })
     }
 }
 
-sql_store!(
-    SqliteStore,
-    SqliteTx,
-    sqlx::Sqlite,
-    backend = "sqlite",
-    db_system = "sqlite",
-    // One connection: transactions are already serialized, positions commit in order.
-    lock_outbox = None,
-    // One process: the commit itself pokes the local signal.
-    notify = None
-);
+impl Writer {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
+        // Every critical section is one push or one take: a panic cannot leave it half done.
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The committer: takes every write waiting and commits them in one transaction.
+async fn commit_waiting(writer: Arc<Writer>, origin: String, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = writer.wake.notified() => {}
+        }
+        loop {
+            let batch = std::mem::take(&mut *writer.waiting());
+            if batch.is_empty() {
+                break;
+            }
+            let mut connection = writer.connection.lock().await;
+            let results = commit_batch(&mut connection, &batch, &origin).await;
+            metrics::histogram!("videochat_store_group_commit_size").record(batch.len() as f64);
+            for (waiting, result) in batch.into_iter().zip(results) {
+                let _ = waiting.done.send(result);
+            }
+        }
+    }
+}
+
+/// Commits `batch` in one transaction; one result per write. A lone write needs no savepoint.
+async fn commit_batch(
+    connection: &mut SqliteConnection,
+    batch: &[Waiting],
+    origin: &str,
+) -> Vec<StoreResult<Vec<u64>>> {
+    let outcome: StoreResult<Vec<StoreResult<Vec<u64>>>> = async {
+        let mut tx = Connection::begin(&mut *connection).await?;
+        let mut results = Vec::with_capacity(batch.len());
+        if let [only] = batch {
+            results.push(write_one(&mut tx, only, origin).await);
+            if results[0].is_ok() {
+                tx.commit().await?;
+            }
+            return Ok(results);
+        }
+        for waiting in batch {
+            let mut savepoint = Connection::begin(&mut *tx).await?;
+            let result = write_one(&mut savepoint, waiting, origin).await;
+            if result.is_ok() {
+                savepoint.commit().await?;
+            } else {
+                savepoint.rollback().await?;
+            }
+            results.push(result);
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+    .await;
+    match outcome {
+        Ok(results) => results,
+        Err(error) => {
+            tracing::warn!(%error, writes = batch.len(), "SQLite commit failed");
+            batch
+                .iter()
+                .map(|_| {
+                    Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                        "commit failed: {error}"
+                    ))))
+                })
+                .collect()
+        }
+    }
+}
+
+/// One write's statements, inside the committer's transaction.
+async fn write_one(
+    connection: &mut SqliteConnection,
+    write: &Waiting,
+    origin: &str,
+) -> StoreResult<Vec<u64>> {
+    let change = &write.change;
+    let now = write.now_ms;
+    if let Some(finish) = &change.finish {
+        let done = sqlx::query(
+            "UPDATE videochat_requests SET status = $2, answered_at_ms = $3 \
+             WHERE id = $1 AND status = 'pending' AND ($4 IS NULL OR expires_at_ms > $4)",
+        )
+        .bind(finish.request.as_str())
+        .bind(finish.status.as_str())
+        .bind(now)
+        .bind(finish.ringing_at)
+        .execute(&mut *connection)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Stale);
+        }
+    }
+    if let Some(r) = &change.new_request {
+        sqlx::query(
+            "INSERT INTO videochat_requests (id, kind, initiator_id, target_id, videochat_id, engine, status, pair_key, created_at_ms, expires_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9)",
+        )
+        .bind(r.id.as_str())
+        .bind(r.kind.as_str())
+        .bind(r.initiator.as_str())
+        .bind(r.target.as_str())
+        .bind(r.videochat_id.as_ref().map(|v| v.as_str()))
+        .bind(r.engine.as_str())
+        .bind(VideochatRequest::pair_key(&r.initiator, &r.target))
+        .bind(r.created_at_ms)
+        .bind(r.expires_at_ms)
+        .execute(&mut *connection)
+        .await?;
+    }
+    if let Some(v) = &change.new_videochat {
+        sqlx::query(
+            "INSERT INTO videochats (id, mode, engine, room, shared_secret, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(v.id.as_str())
+        .bind(v.mode.as_str())
+        .bind(v.engine.as_str())
+        .bind(&v.room)
+        .bind(&v.shared_secret)
+        .bind(now)
+        .execute(&mut *connection)
+        .await?;
+    }
+    for p in &change.new_participants {
+        sqlx::query(
+            "INSERT INTO participants (videochat_id, user_id, uid, permissions, joined_at_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(p.videochat_id.as_str())
+        .bind(p.user_id.as_str())
+        .bind(i64::from(p.uid))
+        .bind(p.permissions.to_bits())
+        .bind(now)
+        .execute(&mut *connection)
+        .await?;
+    }
+    let mut recipients: Vec<(&str, i64)> = Vec::new();
+    for event in &write.events {
+        match recipients
+            .iter_mut()
+            .find(|(r, _)| *r == event.recipient.as_str())
+        {
+            Some((_, n)) => *n += 1,
+            None => recipients.push((event.recipient.as_str(), 1)),
+        }
+    }
+    recipients.sort_unstable();
+    let mut last_seqs = Vec::with_capacity(recipients.len());
+    for (recipient, count) in recipients {
+        let (last,): (i64,) = sqlx::query_as(
+            "INSERT INTO mailboxes (user_id, last_seq) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO UPDATE SET last_seq = last_seq + excluded.last_seq RETURNING last_seq",
+        )
+        .bind(recipient)
+        .bind(count)
+        .fetch_one(&mut *connection)
+        .await?;
+        last_seqs.push((recipient.to_owned(), last));
+    }
+    let positions = super::positions(&write.events, &last_seqs)?;
+    for (event, seq) in write.events.iter().zip(&positions) {
+        sqlx::query(
+            "INSERT INTO outbox_events (recipient_user_id, seq, kind, payload, traceparent, created_at_ms, origin) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(event.recipient.as_str())
+        .bind(i64::try_from(*seq).unwrap_or(i64::MAX))
+        .bind(event.kind)
+        .bind(event.payload.as_slice())
+        .bind(&write.traceparent)
+        .bind(now)
+        .bind(origin)
+        .execute(&mut *connection)
+        .await?;
+    }
+    if let Some(record) = &write.record {
+        insert_record(connection, record).await?;
+    }
+    Ok(positions)
+}
+
+/// Fails with a unique violation ([`StoreError::Conflict`]) if the key already has a record.
+async fn insert_record(
+    connection: &mut SqliteConnection,
+    record: &IdempotencyRecord,
+) -> StoreResult<()> {
+    let (reply, code, message) = match &record.outcome {
+        RecordedOutcome::Reply(reply) => (Some(reply.as_slice()), None, None),
+        RecordedOutcome::Error { code, message } => {
+            (None, Some(i64::from(*code)), Some(message.as_str()))
+        }
+    };
+    sqlx::query(
+        "INSERT INTO idempotency_records (user_id, key, operation, reply, error_code, error_message, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(record.user_id.as_str())
+    .bind(record.key.as_str())
+    .bind(&record.operation)
+    .bind(reply)
+    .bind(code)
+    .bind(message)
+    .bind(record.created_at_ms)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+type EventRow = (String, i64, Vec<u8>, String, i64);
+
+fn event_from_row(
+    (recipient, seq, payload, traceparent, created_at_ms): EventRow,
+) -> StoreResult<StoredEvent> {
+    Ok(StoredEvent {
+        recipient: UserId::parse(recipient).map_err(|e| StoreError::Corrupt {
+            table: "outbox_events",
+            detail: e.to_string(),
+        })?,
+        seq: u64::try_from(seq).unwrap_or_default(),
+        payload,
+        traceparent,
+        created_at_ms,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    #[tracing::instrument(name = "store.load", skip_all, fields(db.system = "sqlite", otel.kind = "client"))]
+    async fn load(
+        &self,
+        actor: &UserId,
+        key: &IdempotencyKey,
+        command: &Command,
+        now_ms: i64,
+    ) -> StoreResult<Facts> {
+        let (sql, params) = facts::query(actor, key, command, now_ms);
+        let mut query = sqlx::query_as::<_, FactRow>(sql);
+        for param in params {
+            query = match param {
+                Param::Text(text) => query.bind(text),
+                Param::Int(int) => query.bind(int),
+            };
+        }
+        let rows = query.fetch_all(&self.readers).await?;
+        facts::facts_from_rows(rows, Some((actor, key)))
+    }
+
+    async fn load_owner(&self, owner: &UserId) -> StoreResult<Facts> {
+        let rows = sqlx::query_as::<_, FactRow>(facts::OWNER)
+            .bind(owner.as_str())
+            .fetch_all(&self.readers)
+            .await?;
+        facts::facts_from_rows(rows, None)
+    }
+
+    #[tracing::instrument(name = "store.apply", skip_all, fields(db.system = "sqlite", otel.kind = "client"))]
+    async fn apply(&self, write: &Write<'_>) -> StoreResult<Vec<u64>> {
+        let (done, result) = oneshot::channel();
+        self.writer.waiting().push(Waiting {
+            change: write.change.clone(),
+            events: write.events.to_vec(),
+            record: write.record.cloned(),
+            traceparent: write.traceparent.to_owned(),
+            now_ms: write.now_ms,
+            done,
+        });
+        self.writer.wake.notify_one();
+        // The committer answers every write it takes; a dropped answer means it stopped with
+        // the write undone, which a retry settles.
+        result.await.map_err(|_| StoreError::Conflict)?
+    }
+
+    async fn record_refusal(&self, record: &IdempotencyRecord) -> StoreResult<bool> {
+        let mut connection = self.writer.connection.lock().await;
+        match insert_record(&mut connection, record).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    #[tracing::instrument(name = "store.register_sockets", skip_all, fields(db.system = "sqlite", otel.kind = "client", sockets = opened.len()))]
+    async fn register_sockets(
+        &self,
+        gateway: &GatewayId,
+        opened: &[OpenedSocket],
+        lease_until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Vec<Registration>> {
+        {
+            let mut connection = self.writer.connection.lock().await;
+            let mut tx = Connection::begin(&mut *connection).await?;
+            sqlx::query(
+                "INSERT INTO gateways (id, lease_expires_at_ms) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET lease_expires_at_ms = MAX(lease_expires_at_ms, excluded.lease_expires_at_ms)",
+            )
+            .bind(gateway.as_str())
+            .bind(lease_until_ms)
+            .execute(&mut *tx)
+            .await?;
+            for socket in opened {
+                sqlx::query(
+                    "INSERT INTO connections (id, user_id, gateway_id, connected_at_ms) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(socket.connection.as_str())
+                .bind(socket.user.as_str())
+                .bind(gateway.as_str())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                let patch = &socket.profile;
+                sqlx::query(
+                    "INSERT INTO users (id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title, updated_at_ms) \
+                     VALUES ($1, COALESCE($2, ''), COALESCE($3, ''), COALESCE($4, 0), COALESCE($5, ''), NULL, COALESCE($6, ''), COALESCE($7, ''), $8) \
+                     ON CONFLICT (id) DO UPDATE SET first_name = COALESCE($2, users.first_name), last_name = COALESCE($3, users.last_name), \
+                     privacy_mode = COALESCE($4, users.privacy_mode), avatar = COALESCE($5, users.avatar), \
+                     company_name = COALESCE($6, users.company_name), company_title = COALESCE($7, users.company_title), updated_at_ms = $8",
+                )
+                .bind(socket.user.as_str())
+                .bind(patch.first_name.as_deref())
+                .bind(patch.last_name.as_deref())
+                .bind(patch.privacy_mode.map(i64::from))
+                .bind(patch.avatar.as_deref())
+                .bind(patch.company_name.as_deref())
+                .bind(patch.company_title.as_deref())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        // After the commit, positions before rings (see the Postgres store for why).
+        let mut registrations = Vec::with_capacity(opened.len());
+        for socket in opened {
+            let last_seq: Option<(i64,)> =
+                sqlx::query_as("SELECT last_seq FROM mailboxes WHERE user_id = $1")
+                    .bind(socket.user.as_str())
+                    .fetch_optional(&self.readers)
+                    .await?;
+            registrations.push(Registration {
+                last_seq: last_seq
+                    .and_then(|(s,)| u64::try_from(s).ok())
+                    .unwrap_or_default(),
+                rings: Vec::new(),
+            });
+        }
+        for (socket, registration) in opened.iter().zip(&mut registrations) {
+            registration.rings = self.rings_for(&socket.user, now_ms).await?;
+        }
+        Ok(registrations)
+    }
+
+    async fn close_sockets(&self, connections: &[ConnectionId]) -> StoreResult<()> {
+        let mut connection = self.writer.connection.lock().await;
+        let mut tx = Connection::begin(&mut *connection).await?;
+        for id in connections {
+            sqlx::query("DELETE FROM connections WHERE id = $1")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn attach_gateway(
+        &self,
+        gateway: &GatewayId,
+        sockets: &[(ConnectionId, UserId)],
+        lease_until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut connection = self.writer.connection.lock().await;
+        let mut tx = Connection::begin(&mut *connection).await?;
+        sqlx::query(
+            "INSERT INTO gateways (id, lease_expires_at_ms) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET lease_expires_at_ms = excluded.lease_expires_at_ms",
+        )
+        .bind(gateway.as_str())
+        .bind(lease_until_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM connections WHERE gateway_id = $1")
+            .bind(gateway.as_str())
+            .execute(&mut *tx)
+            .await?;
+        for (id, user) in sockets {
+            sqlx::query(
+                "INSERT INTO connections (id, user_id, gateway_id, connected_at_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET gateway_id = excluded.gateway_id",
+            )
+            .bind(id.as_str())
+            .bind(user.as_str())
+            .bind(gateway.as_str())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn renew_gateway_lease(&self, gateway: &GatewayId, until_ms: i64) -> StoreResult<()> {
+        let mut connection = self.writer.connection.lock().await;
+        sqlx::query(
+            "INSERT INTO gateways (id, lease_expires_at_ms) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET lease_expires_at_ms = excluded.lease_expires_at_ms",
+        )
+        .bind(gateway.as_str())
+        .bind(until_ms)
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
+    }
+
+    async fn sweep_dead_gateways(&self, before_ms: i64) -> StoreResult<u64> {
+        let mut connection = self.writer.connection.lock().await;
+        let mut tx = Connection::begin(&mut *connection).await?;
+        let connections = sqlx::query(
+            "DELETE FROM connections WHERE gateway_id IN (SELECT id FROM gateways WHERE lease_expires_at_ms < $1)",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM gateways WHERE lease_expires_at_ms < $1")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(connections.rows_affected())
+    }
+
+    async fn events_after(&self, cursors: &[(UserId, u64)]) -> StoreResult<Vec<StoredEvent>> {
+        let mut events = Vec::new();
+        for (user, after) in cursors {
+            let rows: Vec<EventRow> = sqlx::query_as(
+                "SELECT recipient_user_id, seq, payload, traceparent, created_at_ms FROM outbox_events \
+                 WHERE recipient_user_id = $1 AND seq > $2 ORDER BY seq",
+            )
+            .bind(user.as_str())
+            .bind(i64::try_from(*after).unwrap_or(i64::MAX))
+            .fetch_all(&self.readers)
+            .await?;
+            for row in rows {
+                events.push(event_from_row(row)?);
+            }
+        }
+        Ok(events)
+    }
+
+    async fn follow(&self, cursor: Option<u64>) -> StoreResult<Followed> {
+        // One process, one replica: every event was pushed by the replica that wrote it.
+        Ok(Followed {
+            cursor: cursor.unwrap_or_default(),
+            events: Vec::new(),
+        })
+    }
+
+    async fn due_requests(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<VideochatRequest>> {
+        let rows: Vec<RequestRow> = sqlx::query_as(
+            "SELECT id, kind, initiator_id, target_id, videochat_id, engine, status, created_at_ms, expires_at_ms \
+             FROM videochat_requests WHERE status = 'pending' AND expires_at_ms <= $1 ORDER BY expires_at_ms, id LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?;
+        requests_from_rows(rows)
+    }
+
+    async fn next_expiry(&self) -> StoreResult<Option<i64>> {
+        let (next,): (Option<i64>,) = sqlx::query_as(
+            "SELECT MIN(expires_at_ms) FROM videochat_requests WHERE status = 'pending'",
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        Ok(next)
+    }
+
+    async fn rings_for(&self, user: &UserId, now_ms: i64) -> StoreResult<Vec<Ring>> {
+        let rows: Vec<RequestRow> = sqlx::query_as(
+            "SELECT id, kind, initiator_id, target_id, videochat_id, engine, status, created_at_ms, expires_at_ms \
+             FROM videochat_requests WHERE target_id = $1 AND status = 'pending' AND expires_at_ms > $2 \
+             ORDER BY created_at_ms, id",
+        )
+        .bind(user.as_str())
+        .bind(now_ms)
+        .fetch_all(&self.readers)
+        .await?;
+        let mut shown = Vec::with_capacity(rows.len());
+        for ring in requests_from_rows(rows)? {
+            let initiator: Option<UserRow> = sqlx::query_as(
+                "SELECT id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title \
+                 FROM users WHERE id = $1",
+            )
+            .bind(ring.initiator.as_str())
+            .fetch_optional(&self.readers)
+            .await?;
+            let initiator = match initiator {
+                Some(row) => user_from_row(row)?,
+                None => UserProfile::bare(ring.initiator.clone()),
+            };
+            let (participants, counter) = match &ring.videochat_id {
+                Some(videochat) => {
+                    let rows: Vec<UserRow> = sqlx::query_as(
+                        "SELECT p.user_id, COALESCE(u.first_name, ''), COALESCE(u.last_name, ''), COALESCE(u.privacy_mode, 0), \
+                         COALESCE(u.avatar, ''), u.avatar_3d, COALESCE(u.company_name, ''), COALESCE(u.company_title, '') \
+                         FROM participants p LEFT JOIN users u ON u.id = p.user_id \
+                         WHERE p.videochat_id = $1 ORDER BY p.uid LIMIT $2",
+                    )
+                    .bind(videochat.as_str())
+                    .bind(MAX_RING_PARTICIPANTS)
+                    .fetch_all(&self.readers)
+                    .await?;
+                    let (count,): (i64,) =
+                        sqlx::query_as("SELECT COUNT(*) FROM participants WHERE videochat_id = $1")
+                            .bind(videochat.as_str())
+                            .fetch_one(&self.readers)
+                            .await?;
+                    (
+                        rows.into_iter()
+                            .map(user_from_row)
+                            .collect::<StoreResult<Vec<_>>>()?,
+                        u32::try_from(count).unwrap_or(u32::MAX),
+                    )
+                }
+                None => (Vec::new(), 0),
+            };
+            shown.push(crate::machine::ring_shown(
+                &ring,
+                initiator,
+                participants,
+                counter,
+            ));
+        }
+        Ok(shown)
+    }
+
+    async fn upsert_user(&self, user: &UserProfile, now_ms: i64) -> StoreResult<()> {
+        let mut connection = self.writer.connection.lock().await;
+        sqlx::query(
+            "INSERT INTO users (id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (id) DO UPDATE SET first_name = excluded.first_name, last_name = excluded.last_name, \
+             privacy_mode = excluded.privacy_mode, avatar = excluded.avatar, avatar_3d = excluded.avatar_3d, \
+             company_name = excluded.company_name, company_title = excluded.company_title, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(user.id.as_str())
+        .bind(&user.first_name)
+        .bind(&user.last_name)
+        .bind(i64::from(user.privacy_mode))
+        .bind(&user.avatar)
+        .bind(avatar_3d_json(user)?)
+        .bind(&user.company_name)
+        .bind(&user.company_title)
+        .bind(now_ms)
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
+    }
+
+    async fn user(&self, id: &UserId, now_ms: i64) -> StoreResult<Option<(UserProfile, bool)>> {
+        let row: Option<(String, String, String, i64, String, Option<String>, String, String, i64)> =
+            sqlx::query_as(
+                "SELECT id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title, \
+                 EXISTS (SELECT 1 FROM connections c JOIN gateways g ON g.id = c.gateway_id \
+                         WHERE c.user_id = $1 AND g.lease_expires_at_ms > $2) \
+                 FROM users WHERE id = $1",
+            )
+            .bind(id.as_str())
+            .bind(now_ms)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.map(
+            |(id, first, last, privacy, avatar, avatar_3d, company, title, available)| {
+                Ok((
+                    user_from_row((id, first, last, privacy, avatar, avatar_3d, company, title))?,
+                    available != 0,
+                ))
+            },
+        )
+        .transpose()
+    }
+
+    async fn prune(&self, events_before_ms: i64, idempotency_before_ms: i64) -> StoreResult<u64> {
+        let mut connection = self.writer.connection.lock().await;
+        let events = sqlx::query("DELETE FROM outbox_events WHERE created_at_ms < $1")
+            .bind(events_before_ms)
+            .execute(&mut *connection)
+            .await?;
+        let records = sqlx::query("DELETE FROM idempotency_records WHERE created_at_ms < $1")
+            .bind(idempotency_before_ms)
+            .execute(&mut *connection)
+            .await?;
+        Ok(events.rows_affected() + records.rows_affected())
+    }
+
+    fn outbox_signal(&self) -> watch::Receiver<u64> {
+        self.signal.subscribe()
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}
