@@ -599,3 +599,321 @@ pub fn ring_shown(
         videochat_id: ring.videochat_id.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    fn engines() -> Engines {
+        Engines::from_config(&crate::engine::tests::config()).unwrap()
+    }
+
+    fn ctx(engines: &Engines, now_ms: i64) -> Context<'_> {
+        Context {
+            engines,
+            ring_timeout: Duration::from_secs(45),
+            now_ms,
+        }
+    }
+
+    fn facts(users: &[&str]) -> Facts {
+        Facts {
+            users: users.iter().map(|u| UserProfile::bare(id(u))).collect(),
+            target_available: true,
+            ..Facts::default()
+        }
+    }
+
+    fn ring(kind: RequestKind, from: &str, to: &str, expires_at_ms: i64) -> VideochatRequest {
+        VideochatRequest {
+            id: RequestId::parse("vcr_1").unwrap(),
+            kind,
+            initiator: id(from),
+            target: id(to),
+            videochat_id: None,
+            engine: EngineKind::Livekit,
+            status: RequestStatus::Pending,
+            created_at_ms: 0,
+            expires_at_ms,
+        }
+    }
+
+    fn events(decision: &Decision) -> Vec<(String, &'static str)> {
+        decision
+            .change
+            .events
+            .iter()
+            .map(|o| (o.recipient.to_string(), o.event.name()))
+            .collect()
+    }
+
+    fn code(result: Result<Decision, HandshakeError>) -> i32 {
+        result.map(|_| ()).unwrap_err().code() as i32
+    }
+
+    #[test]
+    fn a_request_rings_the_target_and_writes_one_ring() {
+        let engines = engines();
+        let decision = request(
+            &facts(&["alice", "bob"]),
+            &ctx(&engines, 1_000),
+            &id("alice"),
+            &id("bob"),
+            None,
+        )
+        .unwrap();
+        let Reply::RequestId(ring_id) = &decision.reply else {
+            panic!("{:?}", decision.reply)
+        };
+        let ring = decision.change.new_request.as_ref().unwrap();
+        assert_eq!(&ring.id, ring_id);
+        assert_eq!(ring.expires_at_ms, 46_000);
+        assert!(decision.change.finish.is_none());
+        assert_eq!(
+            events(&decision),
+            vec![("bob".into(), "videochatRequested")]
+        );
+    }
+
+    #[test]
+    fn a_request_is_refused_with_the_contract_codes() {
+        let engines = engines();
+        let ctx = ctx(&engines, 1_000);
+        assert_eq!(
+            code(request(
+                &facts(&["alice"]),
+                &ctx,
+                &id("alice"),
+                &id("alice"),
+                None
+            )),
+            10016
+        );
+        assert_eq!(
+            code(request(
+                &facts(&["alice"]),
+                &ctx,
+                &id("alice"),
+                &id("bob"),
+                None
+            )),
+            1021
+        );
+        let mut offline = facts(&["alice", "bob"]);
+        offline.target_available = false;
+        assert_eq!(
+            code(request(&offline, &ctx, &id("alice"), &id("bob"), None)),
+            10011
+        );
+    }
+
+    #[test]
+    fn asking_again_answers_the_ring_under_way_and_writes_nothing() {
+        let engines = engines();
+        let mut facts = facts(&["alice", "bob"]);
+        facts.request = Some(ring(RequestKind::Direct, "alice", "bob", 10_000));
+        let decision = request(
+            &facts,
+            &ctx(&engines, 1_000),
+            &id("alice"),
+            &id("bob"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            decision.reply,
+            Reply::RequestId(RequestId::parse("vcr_1").unwrap())
+        );
+        assert!(decision.change.is_empty());
+    }
+
+    #[test]
+    fn glare_accepts_the_ring_coming_the_other_way() {
+        let engines = engines();
+        let mut facts = facts(&["alice", "bob"]);
+        facts.request = Some(ring(RequestKind::Direct, "bob", "alice", 10_000));
+        let decision = request(
+            &facts,
+            &ctx(&engines, 1_000),
+            &id("alice"),
+            &id("bob"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            decision.reply,
+            Reply::RequestId(RequestId::parse("vcr_1").unwrap())
+        );
+        let finish = decision.change.finish.as_ref().unwrap();
+        assert_eq!(
+            (finish.status, finish.ringing_at),
+            (RequestStatus::Accepted, Some(1_000))
+        );
+        assert!(decision.change.new_videochat.is_some());
+        let mut got = events(&decision);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("alice".into(), "directVideochatRequestAccepted"),
+                ("alice".into(), "videochatAccepted"),
+                ("bob".into(), "directVideochatRequestAccepted"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_ring_past_its_timeout_is_expired_before_a_new_one_replaces_it() {
+        let engines = engines();
+        let mut facts = facts(&["alice", "bob"]);
+        facts.request = Some(ring(RequestKind::Direct, "bob", "alice", 900));
+        let decision = request(
+            &facts,
+            &ctx(&engines, 1_000),
+            &id("alice"),
+            &id("bob"),
+            None,
+        )
+        .unwrap();
+        let finish = decision.change.finish.as_ref().unwrap();
+        assert_eq!(
+            (finish.status, finish.ringing_at),
+            (RequestStatus::Expired, None)
+        );
+        assert!(decision.change.new_request.is_some());
+        assert_eq!(
+            events(&decision).len(),
+            3,
+            "timeout to both sides, then the new ring"
+        );
+    }
+
+    #[test]
+    fn only_the_target_accepts_and_a_direct_accept_creates_the_videochat() {
+        let engines = engines();
+        let mut facts = facts(&["alice", "bob"]);
+        facts.request = Some(ring(RequestKind::Direct, "alice", "bob", 10_000));
+        let early = ctx(&engines, 1_000);
+        assert_eq!(code(accept(&facts, &early, &id("alice"))), 10013);
+        assert_eq!(code(accept(&facts, &early, &id("carol"))), 10013);
+        let decision = accept(&facts, &early, &id("bob")).unwrap();
+        let Reply::Credentials(credentials) = &decision.reply else {
+            panic!()
+        };
+        assert_eq!(credentials.uid, 2);
+        assert!(credentials.permissions.is_promoted && !credentials.permissions.is_owner);
+        let uids: Vec<_> = decision
+            .change
+            .new_participants
+            .iter()
+            .map(|p| (p.user_id.to_string(), p.uid))
+            .collect();
+        assert_eq!(uids, vec![("alice".into(), 1), ("bob".into(), 2)]);
+        assert_eq!(
+            events(&decision),
+            vec![
+                ("alice".into(), "directVideochatRequestAccepted"),
+                ("bob".into(), "videochatAccepted")
+            ]
+        );
+        // After its timeout a ring cannot be accepted, even before the sweep marks it.
+        let late = ctx(&engines, 10_000);
+        assert_eq!(code(accept(&facts, &late, &id("bob"))), 10014);
+    }
+
+    #[test]
+    fn an_invite_joins_with_the_next_uid_and_rights_by_mode() {
+        let engines = engines();
+        let videochat = Videochat {
+            id: VideochatId::parse("vc_1").unwrap(),
+            mode: VideochatMode::Conference,
+            engine: EngineKind::Livekit,
+            room: "vc_1".into(),
+            shared_secret: "s".into(),
+            created_at_ms: 0,
+        };
+        let mut facts = facts(&["alice", "carol"]);
+        let mut invite_ring = ring(RequestKind::Invite, "alice", "carol", 10_000);
+        invite_ring.videochat_id = Some(videochat.id.clone());
+        facts.request = Some(invite_ring);
+        facts.videochat = Some(videochat);
+        facts.max_uid = 7;
+        let decision = accept(&facts, &ctx(&engines, 1_000), &id("carol")).unwrap();
+        let joined = &decision.change.new_participants[0];
+        assert_eq!(joined.uid, 8);
+        assert!(joined.permissions.is_participant && !joined.permissions.is_promoted);
+        assert!(decision.change.new_videochat.is_none());
+    }
+
+    #[test]
+    fn decline_by_the_target_and_cancel_by_the_initiator_reach_both() {
+        let engines = engines();
+        let mut facts = facts(&["alice", "bob"]);
+        facts.request = Some(ring(RequestKind::Direct, "alice", "bob", 10_000));
+        let ctx = ctx(&engines, 1_000);
+        let declined = decline(&facts, &ctx, &id("bob")).unwrap();
+        assert_eq!(
+            declined.change.finish.as_ref().unwrap().status,
+            RequestStatus::Declined
+        );
+        let cancelled = decline(&facts, &ctx, &id("alice")).unwrap();
+        assert_eq!(
+            cancelled.change.finish.as_ref().unwrap().status,
+            RequestStatus::Cancelled
+        );
+        assert_eq!(events(&cancelled).len(), 2);
+        assert_eq!(code(decline(&facts, &ctx, &id("carol"))), 10013);
+        facts.request.as_mut().unwrap().status = RequestStatus::Accepted;
+        assert_eq!(code(decline(&facts, &ctx, &id("bob"))), 10014);
+    }
+
+    #[test]
+    fn merge_needs_a_direct_ring_and_a_videochat_of_the_caller() {
+        let engines = engines();
+        let mut facts = facts(&["alice", "bob"]);
+        facts.request = Some(ring(RequestKind::Direct, "alice", "bob", 10_000));
+        let ctx = ctx(&engines, 1_000);
+        assert_eq!(code(merge(&facts, &ctx, &id("bob"))), 10015);
+        facts.videochat = Some(Videochat {
+            id: VideochatId::parse("vc_1").unwrap(),
+            mode: VideochatMode::Videochat,
+            engine: EngineKind::Livekit,
+            room: "vc_1".into(),
+            shared_secret: "s".into(),
+            created_at_ms: 0,
+        });
+        facts.members = vec![Participant {
+            videochat_id: VideochatId::parse("vc_1").unwrap(),
+            user_id: id("bob"),
+            uid: 1,
+            permissions: Permissions::owner(),
+        }];
+        facts.max_uid = 1;
+        let merged = merge(&facts, &ctx, &id("bob")).unwrap();
+        assert_eq!(
+            merged.change.finish.as_ref().unwrap().status,
+            RequestStatus::Merged
+        );
+        assert_eq!(merged.change.new_participants[0].uid, 2);
+        assert_eq!(code(merge(&facts, &ctx, &id("alice"))), 10013);
+    }
+
+    #[test]
+    fn expiry_tells_both_sides_and_requires_only_that_the_ring_is_pending() {
+        let engines = engines();
+        let ring = ring(RequestKind::Direct, "alice", "bob", 900);
+        let decision = expire(&ctx(&engines, 1_000), &ring);
+        assert_eq!(decision.change.finish.as_ref().unwrap().ringing_at, None);
+        assert_eq!(
+            events(&decision),
+            vec![
+                ("alice".into(), "videochatDeclined"),
+                ("bob".into(), "videochatDeclined")
+            ]
+        );
+    }
+}

@@ -79,8 +79,14 @@ pub fn install(provider: SdkTracerProvider, format: LogFormat, filter: &str) {
         .with_target("videochat_gateway", tracing::Level::INFO)
         .with_target("videochat_handshake", tracing::Level::INFO)
         .with_target("videochat_telemetry", tracing::Level::INFO);
+    // Our code reads trace context from the tracing span itself (`OpenTelemetrySpanExt`), never
+    // from OpenTelemetry's thread-local "current context"; activating it and timing busy/idle
+    // time on every poll of every instrumented future is work on the hot path that nothing reads.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_context_activation(false)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
         .with_filter(ours);
     let fmt = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()

@@ -1,6 +1,6 @@
 //! Postgres: the production store. Any number of service replicas share one database.
 //!
-//! An operation's write is one statement ([`APPLY`]): data-modifying CTEs move the ring out of
+//! An operation's write is one statement ([`apply_statement`]): data-modifying CTEs move the ring out of
 //! pending (the guard), insert what the decision created, bump each recipient's mailbox (its row
 //! lock orders that user's events), append the events and record the idempotency answer — all
 //! or nothing, one round trip, one commit, no explicit transaction.
@@ -62,6 +62,9 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            // No ping before every statement (a round trip each): a broken connection fails
+            // its statement, which the caller retries or answers with 1004.
+            .test_before_acquire(false)
             .connect(url)
             .await?;
         MIGRATOR.run(&pool).await?;
@@ -149,46 +152,206 @@ async fn announce_commits(
     }
 }
 
-/// One operation's write; see the module documentation. Parameters:
-/// `$1..$3` the finish (ring, status, ringing-at), `$4` now, `$5..$13` the new ring,
-/// `$14..$18` the new videochat, `$19..$22` new participants, `$23..$25` events, `$26`
-/// traceparent, `$27` origin, `$28..$31` the idempotency record.
-const APPLY: &str = "WITH
-fin AS (
-    UPDATE videochat_requests SET status = $2, answered_at_ms = $4
-    WHERE id = $1 AND status = 'pending' AND ($3::bigint IS NULL OR expires_at_ms > $3)
-    RETURNING id),
-ok AS (SELECT ($1::text IS NULL OR EXISTS (SELECT 1 FROM fin)) AS ok),
-new_request AS (
-    INSERT INTO videochat_requests (id, kind, initiator_id, target_id, videochat_id, engine, status, pair_key, created_at_ms, expires_at_ms)
-    SELECT $5, $6, $7, $8, $9, $10, 'pending', $11, $12, $13 FROM ok WHERE ok AND $5::text IS NOT NULL),
-new_videochat AS (
-    INSERT INTO videochats (id, mode, engine, room, shared_secret, created_at_ms)
-    SELECT $14, $15, $16, $17, $18, $4 FROM ok WHERE ok AND $14::text IS NOT NULL),
-new_participants AS (
-    INSERT INTO participants (videochat_id, user_id, uid, permissions, joined_at_ms)
-    SELECT p.videochat_id, p.user_id, p.uid, p.permissions, $4
-    FROM ok, UNNEST($19::text[], $20::text[], $21::bigint[], $22::bigint[]) AS p(videochat_id, user_id, uid, permissions)
-    WHERE ok),
-events AS (
-    SELECT e.recipient, e.kind, e.payload,
-           COUNT(*) OVER (PARTITION BY e.recipient) AS n,
-           ROW_NUMBER() OVER (PARTITION BY e.recipient ORDER BY e.ord) AS k
-    FROM ok, UNNEST($23::text[], $24::text[], $25::bytea[]) WITH ORDINALITY AS e(recipient, kind, payload, ord)
-    WHERE ok),
-mailbox AS (
-    INSERT INTO mailboxes AS m (user_id, last_seq)
-    SELECT recipient, MAX(n) FROM events GROUP BY recipient ORDER BY recipient
-    ON CONFLICT (user_id) DO UPDATE SET last_seq = m.last_seq + excluded.last_seq
-    RETURNING user_id, last_seq),
-stored AS (
-    INSERT INTO outbox_events (recipient_user_id, seq, kind, payload, traceparent, created_at_ms, origin)
-    SELECT e.recipient, b.last_seq - e.n + e.k, e.kind, e.payload, $26, $4, $27
-    FROM events e JOIN mailbox b ON b.user_id = e.recipient),
-record AS (
-    INSERT INTO idempotency_records (user_id, key, operation, reply, created_at_ms)
-    SELECT $28, $29, $30, $31, $4 FROM ok WHERE ok AND $29::text IS NOT NULL)
-SELECT ok.ok, mailbox.user_id, mailbox.last_seq FROM ok LEFT JOIN mailbox ON true";
+/// One operation's write, as one statement of data-modifying CTEs built from the parts the change
+/// uses (see the module documentation). The same shape always gives the same SQL text, so each
+/// shape is prepared once per connection; there are only a handful.
+fn apply_statement(write: &Write<'_>, origin: &str) -> sqlx::QueryBuilder<sqlx::Postgres> {
+    let change = write.change;
+    let now = write.now_ms;
+    let mut q = sqlx::QueryBuilder::new("WITH ");
+    // The guard: everything else is written only if the ring was still pending.
+    match &change.finish {
+        Some(finish) => {
+            q.push("fin AS (UPDATE videochat_requests SET status = ");
+            q.push_bind(finish.status.as_str());
+            q.push(", answered_at_ms = ");
+            q.push_bind(now);
+            q.push(" WHERE id = ");
+            q.push_bind(finish.request.as_str());
+            q.push(" AND status = 'pending'");
+            if let Some(at) = finish.ringing_at {
+                q.push(" AND expires_at_ms > ");
+                q.push_bind(at);
+            }
+            q.push(" RETURNING id), ok AS (SELECT EXISTS (SELECT 1 FROM fin) AS ok)");
+        }
+        None => {
+            q.push("ok AS (SELECT true AS ok)");
+        }
+    }
+    if let Some(r) = &change.new_request {
+        q.push(
+            ", new_request AS (INSERT INTO videochat_requests (id, kind, initiator_id, target_id, \
+             videochat_id, engine, status, pair_key, created_at_ms, expires_at_ms) SELECT ",
+        );
+        let mut values = q.separated(", ");
+        values.push_bind(r.id.as_str());
+        values.push_bind(r.kind.as_str());
+        values.push_bind(r.initiator.as_str());
+        values.push_bind(r.target.as_str());
+        values.push_bind(r.videochat_id.as_ref().map(|v| v.as_str()));
+        values.push_bind(r.engine.as_str());
+        values.push("'pending'");
+        values.push_bind(VideochatRequest::pair_key(&r.initiator, &r.target));
+        values.push_bind(r.created_at_ms);
+        values.push_bind(r.expires_at_ms);
+        q.push(" FROM ok WHERE ok)");
+    }
+    if let Some(v) = &change.new_videochat {
+        q.push(
+            ", new_videochat AS (INSERT INTO videochats (id, mode, engine, room, shared_secret, \
+             created_at_ms) SELECT ",
+        );
+        let mut values = q.separated(", ");
+        values.push_bind(v.id.as_str());
+        values.push_bind(v.mode.as_str());
+        values.push_bind(v.engine.as_str());
+        values.push_bind(v.room.as_str());
+        values.push_bind(v.shared_secret.as_str());
+        values.push_bind(now);
+        q.push(" FROM ok WHERE ok)");
+    }
+    let participants = &change.new_participants;
+    if !participants.is_empty() {
+        q.push(
+            ", new_participants AS (INSERT INTO participants (videochat_id, user_id, uid, \
+             permissions, joined_at_ms) SELECT p.videochat_id, p.user_id, p.uid, p.permissions, ",
+        );
+        q.push_bind(now);
+        q.push(" FROM ok, UNNEST(");
+        q.push_bind(
+            participants
+                .iter()
+                .map(|p| p.videochat_id.as_str())
+                .collect::<Vec<_>>(),
+        );
+        q.push("::text[], ");
+        q.push_bind(
+            participants
+                .iter()
+                .map(|p| p.user_id.as_str())
+                .collect::<Vec<_>>(),
+        );
+        q.push("::text[], ");
+        q.push_bind(
+            participants
+                .iter()
+                .map(|p| i64::from(p.uid))
+                .collect::<Vec<_>>(),
+        );
+        q.push("::bigint[], ");
+        q.push_bind(
+            participants
+                .iter()
+                .map(|p| p.permissions.to_bits())
+                .collect::<Vec<_>>(),
+        );
+        q.push("::bigint[]) AS p(videochat_id, user_id, uid, permissions) WHERE ok)");
+    }
+    let events = write.events;
+    if !events.is_empty() {
+        // Each recipient's mailbox moves by its number of events, under the row's lock (taken
+        // in recipient order, so two writes never wait on each other in a circle); its k-th
+        // event of n takes position last_seq - n + k.
+        let mut recipients: Vec<(&str, i64)> = Vec::new();
+        let mut ranks = Vec::with_capacity(events.len());
+        for event in events {
+            let recipient = event.recipient.as_str();
+            match recipients.iter_mut().find(|(r, _)| *r == recipient) {
+                Some((_, n)) => {
+                    *n += 1;
+                    ranks.push(*n);
+                }
+                None => {
+                    recipients.push((recipient, 1));
+                    ranks.push(1);
+                }
+            }
+        }
+        let totals: Vec<i64> = events
+            .iter()
+            .map(|e| {
+                recipients
+                    .iter()
+                    .find(|(r, _)| *r == e.recipient.as_str())
+                    .map(|(_, n)| *n)
+                    .unwrap_or(1)
+            })
+            .collect();
+        recipients.sort_unstable();
+        q.push(
+            ", mailbox AS (INSERT INTO mailboxes AS m (user_id, last_seq) SELECT r.user_id, r.n \
+             FROM ok, UNNEST(",
+        );
+        q.push_bind(recipients.iter().map(|(r, _)| *r).collect::<Vec<_>>());
+        q.push("::text[], ");
+        q.push_bind(recipients.iter().map(|(_, n)| *n).collect::<Vec<_>>());
+        q.push(
+            "::bigint[]) WITH ORDINALITY AS r(user_id, n, ord) WHERE ok ORDER BY r.ord \
+             ON CONFLICT (user_id) DO UPDATE SET last_seq = m.last_seq + excluded.last_seq \
+             RETURNING user_id, last_seq), stored AS (INSERT INTO outbox_events (recipient_user_id, \
+             seq, kind, payload, traceparent, created_at_ms, origin) SELECT e.recipient, \
+             b.last_seq - e.n + e.k, e.kind, e.payload, ",
+        );
+        q.push_bind(write.traceparent);
+        q.push(", ");
+        q.push_bind(now);
+        q.push(", ");
+        q.push_bind(origin);
+        q.push(" FROM UNNEST(");
+        q.push_bind(
+            events
+                .iter()
+                .map(|e| e.recipient.as_str())
+                .collect::<Vec<_>>(),
+        );
+        q.push("::text[], ");
+        q.push_bind(events.iter().map(|e| e.kind).collect::<Vec<_>>());
+        q.push("::text[], ");
+        q.push_bind(
+            events
+                .iter()
+                .map(|e| e.payload.as_slice())
+                .collect::<Vec<_>>(),
+        );
+        q.push("::bytea[], ");
+        q.push_bind(ranks);
+        q.push("::bigint[], ");
+        q.push_bind(totals);
+        q.push(
+            "::bigint[]) AS e(recipient, kind, payload, k, n) \
+             JOIN mailbox b ON b.user_id = e.recipient)",
+        );
+    }
+    if let Some(IdempotencyRecord {
+        user_id,
+        key,
+        operation,
+        outcome: RecordedOutcome::Reply(reply),
+        ..
+    }) = write.record
+    {
+        q.push(
+            ", record AS (INSERT INTO idempotency_records (user_id, key, operation, reply, \
+             created_at_ms) SELECT ",
+        );
+        let mut values = q.separated(", ");
+        values.push_bind(user_id.as_str());
+        values.push_bind(key.as_str());
+        values.push_bind(operation.as_str());
+        values.push_bind(reply.as_slice());
+        values.push_bind(now);
+        q.push(" FROM ok WHERE ok)");
+    }
+    if events.is_empty() {
+        q.push(" SELECT ok.ok, NULL::text, NULL::bigint FROM ok");
+    } else {
+        q.push(
+            " SELECT ok.ok, mailbox.user_id, mailbox.last_seq FROM ok LEFT JOIN mailbox ON true",
+        );
+    }
+    q
+}
 
 const EVENT_COLUMNS: &str = "recipient_user_id, seq, payload, traceparent, created_at_ms";
 type EventRow = (String, i64, Vec<u8>, String, i64);
@@ -240,92 +403,9 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(name = "store.apply", skip_all, fields(db.system = "postgresql", otel.kind = "client"))]
     async fn apply(&self, write: &Write<'_>) -> StoreResult<Vec<u64>> {
-        let change = write.change;
-        let finish = change.finish.as_ref();
-        let ring = change.new_request.as_ref();
-        let videochat = change.new_videochat.as_ref();
-        let participants = &change.new_participants;
-        let (reply, operation, key, user) = match write.record {
-            Some(IdempotencyRecord {
-                user_id,
-                key,
-                operation,
-                outcome: RecordedOutcome::Reply(reply),
-                ..
-            }) => (
-                Some(reply.as_slice()),
-                Some(operation.as_str()),
-                Some(key.as_str()),
-                Some(user_id.as_str()),
-            ),
-            _ => (None, None, None, None),
-        };
-        let rows: Vec<(bool, Option<String>, Option<i64>)> = sqlx::query_as(APPLY)
-            .bind(finish.map(|f| f.request.as_str()))
-            .bind(finish.map(|f| f.status.as_str()))
-            .bind(finish.and_then(|f| f.ringing_at))
-            .bind(write.now_ms)
-            .bind(ring.map(|r| r.id.as_str()))
-            .bind(ring.map(|r| r.kind.as_str()))
-            .bind(ring.map(|r| r.initiator.as_str()))
-            .bind(ring.map(|r| r.target.as_str()))
-            .bind(ring.and_then(|r| r.videochat_id.as_ref().map(|v| v.as_str())))
-            .bind(ring.map(|r| r.engine.as_str()))
-            .bind(ring.map(|r| VideochatRequest::pair_key(&r.initiator, &r.target)))
-            .bind(ring.map(|r| r.created_at_ms))
-            .bind(ring.map(|r| r.expires_at_ms))
-            .bind(videochat.map(|v| v.id.as_str()))
-            .bind(videochat.map(|v| v.mode.as_str()))
-            .bind(videochat.map(|v| v.engine.as_str()))
-            .bind(videochat.map(|v| v.room.as_str()))
-            .bind(videochat.map(|v| v.shared_secret.as_str()))
-            .bind(
-                participants
-                    .iter()
-                    .map(|p| p.videochat_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                participants
-                    .iter()
-                    .map(|p| p.user_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                participants
-                    .iter()
-                    .map(|p| i64::from(p.uid))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                participants
-                    .iter()
-                    .map(|p| p.permissions.to_bits())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                write
-                    .events
-                    .iter()
-                    .map(|e| e.recipient.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(write.events.iter().map(|e| e.kind).collect::<Vec<_>>())
-            .bind(
-                write
-                    .events
-                    .iter()
-                    .map(|e| e.payload.as_slice())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(write.traceparent)
-            .bind(&self.origin)
-            .bind(user)
-            .bind(key)
-            .bind(operation)
-            .bind(reply)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut statement = apply_statement(write, &self.origin);
+        let rows: Vec<(bool, Option<String>, Option<i64>)> =
+            statement.build_query_as().fetch_all(&self.pool).await?;
         if !rows.first().is_some_and(|(ok, _, _)| *ok) {
             return Err(StoreError::Stale);
         }
