@@ -24,4 +24,4 @@ lint:
 
 # Load test against a release build on loopback (SQLite; Postgres too with BENCH_POSTGRES_URL)
 bench:
-    bash services/loadgen/bench.sh
+    bash bench/bench.sh

@@ -3,7 +3,7 @@
 # SQLite file (and, with BENCH_POSTGRES_URL set, a fresh Postgres database), runs the load
 # generator against it, and stops the server. Figures go to stdout.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 
 PAIRS="${BENCH_PAIRS:-1 10 50}"   # concurrency levels, one run each
 DURATION="${BENCH_DURATION_S:-10}"
