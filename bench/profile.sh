@@ -107,10 +107,13 @@ echo "== perf record -F $FREQ -a -g, ${DURATION}s flat-out at $PAIRS pairs again
 perf record -F "$FREQ" -a -g -o "$out/perf.data" -- sleep "$((DURATION + 3))" 2> "$out/perf-record.log" &
 perf_pid=$!
 sleep 1
-timeout -k 5 "$((DURATION + 60))" "$LOADGEN" --protocol "$protocol" --url "$url" \
+"$LOADGEN" --protocol "$protocol" --url "$url" \
   --label "$TARGET" --json "$out/flat.json" flat --pairs "$PAIRS" --duration-s "$DURATION" &
-loadgen_pid=$!
+loadgen_pid=$!   # itself, not a `timeout` wrapper: its samples are told apart by this pid
+(sleep "$((DURATION + 60))" && kill "$loadgen_pid" 2> /dev/null) &
+watchdog=$!
 wait "$loadgen_pid" || echo "!! the load generator failed" >&2
+kill "$watchdog" 2> /dev/null || true
 wait "$perf_pid" || true
 grep -i "fall\|cpu-clock\|warn" "$out/perf-record.log" || true
 
