@@ -69,6 +69,11 @@ pub struct IdleFigures {
     pub alive_checked: usize,
     pub alive_ok: usize,
     pub ping_ms: Latency,
+    /// TCP listen-queue overflows on the whole machine during the open phase (`TcpExt:
+    /// ListenOverflows`): a connect whose SYN was dropped is retried by the kernel after 1 s,
+    /// which shows as a 1 s tail in `connect_ms`.
+    #[serde(default)]
+    pub listen_overflows: Option<u64>,
 }
 
 pub async fn run(connector: Arc<Connector>, args: &IdleArgs) -> anyhow::Result<IdleFigures> {
@@ -92,6 +97,7 @@ pub async fn run(connector: Arc<Connector>, args: &IdleArgs) -> anyhow::Result<I
         Ok((_, Err(error))) => failed.record(&error),
         Err(panic) => failed.record(&anyhow::Error::from(panic)),
     };
+    let overflows_before = read_listen_overflows();
     let started = Instant::now();
     for index in 0..args.sockets {
         let permit = permits.clone().acquire_owned().await?;
@@ -112,6 +118,9 @@ pub async fn run(connector: Arc<Connector>, args: &IdleArgs) -> anyhow::Result<I
         take(done);
     }
     let open_s = started.elapsed().as_secs_f64();
+    let listen_overflows = overflows_before
+        .zip(read_listen_overflows())
+        .map(|(before, after)| after.saturating_sub(before));
     let opened = clients.len();
     tracing::info!(opened, failed = failed.count, open_s, "sockets open");
     if opened == 0 {
@@ -162,7 +171,20 @@ pub async fn run(connector: Arc<Connector>, args: &IdleArgs) -> anyhow::Result<I
         alive_checked,
         alive_ok,
         ping_ms: ping_time.summary(),
+        listen_overflows,
     })
+}
+
+/// The machine's `TcpExt: ListenOverflows` counter, from `/proc/net/netstat` (a line of names,
+/// then a line of values).
+fn read_listen_overflows() -> Option<u64> {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut tcp_ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (tcp_ext.next()?, tcp_ext.next()?);
+    let column = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(column)?.parse().ok()
 }
 
 /// The resident set of a process, from `/proc/PID/status`, in KiB.
@@ -188,7 +210,8 @@ impl IdleFigures {
         };
         format!(
             "idle: {}/{} sockets open ({} failed) in {:.2} s from {} source addresses: \
-             {:.0} connects/s\n{}{}alive after hold: {}/{} answered a ping\n{}",
+             {:.0} connects/s\n{}listen-queue overflows on the machine while opening: {}\n{}\
+             alive after hold: {}/{} answered a ping\n{}",
             self.opened,
             self.sockets,
             self.failed.count,
@@ -196,6 +219,8 @@ impl IdleFigures {
             self.sources,
             self.connects_per_s,
             self.connect_ms.line("connect (TCP + upgrade + auth)"),
+            self.listen_overflows
+                .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
             memory,
             self.alive_ok,
             self.alive_checked,
