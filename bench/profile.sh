@@ -87,7 +87,7 @@ case "$TARGET" in
     database="vc_profile_$$"
     psql "$PG_URL" -qc "CREATE DATABASE $database" > /dev/null
     (cd bench/socketio-peer && PORT="$((PORT + 3))" DATABASE_URL="${PG_URL%/*}/$database" \
-      NODE_ENV=production exec node --perf-basic-prof server.js) > "$out/server.log" 2>&1 &
+      NODE_ENV=production exec node --perf-basic-prof --logfile="$out/node-v8.log" --no-logfile-per-isolate server.js) > "$out/server.log" 2>&1 &
     server_pid=$!
     protocol=socketio
     url="ws://127.0.0.1:$((PORT + 3))/socket.io/?EIO=4&transport=websocket"
