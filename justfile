@@ -22,6 +22,6 @@ fmt:
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Load test against a release build on loopback (SQLite; Postgres too with BENCH_POSTGRES_URL)
+# Benchmark: ours on SQLite and Postgres vs a Socket.IO peer (docs/benchmarks.md; knobs BENCH_*)
 bench:
-    bash services/loadgen/bench.sh
+    bash bench/bench.sh
