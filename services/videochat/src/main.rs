@@ -5,6 +5,10 @@ use tokio_util::sync::CancellationToken;
 use videochat::cli::{Cli, Command};
 use videochat::{stack, telemetry};
 
+/// See the workspace `Cargo.toml` for why.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -29,7 +29,6 @@ impl HandshakeApi {
         let traceparent = videochat_telemetry::traceparent(&tracing::Span::current());
         let (raw_actor, command) = build(request.into_inner())?;
         let (user, key) = actor(Some(raw_actor))?;
-        tracing::Span::current().record("videochat.user", user.as_str());
         Ok(self
             .handshake
             .execute(&user, &key, &command, &traceparent)
@@ -57,7 +56,6 @@ fn request_id_reply(reply: Reply) -> Result<String, Status> {
 
 #[tonic::async_trait]
 impl handshake_server::Handshake for HandshakeApi {
-    #[tracing::instrument(skip_all, fields(videochat.user))]
     async fn request_direct_videochat(
         &self,
         request: Request<pb::RequestDirectVideochatRequest>,
@@ -78,7 +76,6 @@ impl handshake_server::Handshake for HandshakeApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(videochat.user))]
     async fn invite(
         &self,
         request: Request<pb::InviteRequest>,
@@ -99,7 +96,6 @@ impl handshake_server::Handshake for HandshakeApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(videochat.user))]
     async fn accept_videochat_request(
         &self,
         request: Request<pb::AcceptVideochatRequestRequest>,
@@ -128,7 +124,6 @@ impl handshake_server::Handshake for HandshakeApi {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(videochat.user))]
     async fn decline_videochat_request(
         &self,
         request: Request<pb::DeclineVideochatRequestRequest>,
@@ -149,7 +144,6 @@ impl handshake_server::Handshake for HandshakeApi {
         Ok(Response::new(pb::DeclineVideochatRequestResponse {}))
     }
 
-    #[tracing::instrument(skip_all, fields(videochat.user))]
     async fn merge_to_videochat(
         &self,
         request: Request<pb::MergeToVideochatRequest>,
@@ -171,7 +165,6 @@ impl handshake_server::Handshake for HandshakeApi {
         Ok(Response::new(pb::MergeToVideochatResponse {}))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn list_pending_rings(
         &self,
         request: Request<pb::ListPendingRingsRequest>,
@@ -183,7 +176,6 @@ impl handshake_server::Handshake for HandshakeApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn create_videochat(
         &self,
         request: Request<pb::CreateVideochatRequest>,

@@ -21,7 +21,6 @@ impl UserDirectoryApi {
 
 #[tonic::async_trait]
 impl user_directory_server::UserDirectory for UserDirectoryApi {
-    #[tracing::instrument(skip_all)]
     async fn upsert_user(
         &self,
         request: Request<pb::UpsertUserRequest>,
@@ -37,7 +36,6 @@ impl user_directory_server::UserDirectory for UserDirectoryApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn get_user(
         &self,
         request: Request<pb::GetUserRequest>,
