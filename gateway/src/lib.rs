@@ -3,14 +3,20 @@
 //! It keeps no handshake state: only which sockets it holds.
 //!
 //! Where to look: [`envelope`] is the wire protocol, [`connection`] one socket's life,
-//! [`server`] the HTTP side, [`upstream`] the gRPC side.
+//! [`server`] the HTTP side, [`upstream`] the gRPC side. The defences an outside client meets
+//! are [`auth`] (tokens), [`origin`] (browser origins), [`limits`] (connections before and
+//! after the upgrade) and [`closing`] (RFC 6455 close codes for protocol violations);
+//! `docs/security.md` tells the whole story.
 
 pub mod auth;
+pub mod closing;
 pub mod config;
 pub mod connection;
 pub mod envelope;
 pub mod error;
 pub mod frames;
+pub mod limits;
+pub mod origin;
 pub mod registry;
 pub mod server;
 pub mod upstream;

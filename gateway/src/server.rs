@@ -10,7 +10,6 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -27,6 +26,8 @@ use crate::config::GatewayConfig;
 use crate::connection::{self, Session};
 use crate::envelope;
 use crate::frames;
+use crate::limits::{self, Limit, PendingUpgrades};
+use crate::origin::{OriginError, OriginPolicy};
 use crate::registry::Registry;
 use crate::upstream::{Upstream, now_ms};
 
@@ -39,6 +40,8 @@ pub enum GatewayError {
     Auth(#[from] AuthConfigError),
     #[error("invalid VIDEOCHAT_HANDSHAKE_URL: {0}")]
     Upstream(#[from] tonic::transport::Error),
+    #[error("invalid VIDEOCHAT_ALLOWED_ORIGINS: {0}")]
+    Origins(#[from] OriginError),
 }
 
 /// State shared by every connection.
@@ -48,6 +51,7 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub shutdown: CancellationToken,
     auth: Authenticator,
+    origins: OriginPolicy,
     ready: watch::Receiver<bool>,
     metrics: PrometheusHandle,
     sockets: Arc<Semaphore>,
@@ -76,6 +80,7 @@ pub async fn run(
         );
     }
     let auth = Authenticator::from_config(&config)?;
+    let origins = OriginPolicy::parse(&config.allowed_origins)?;
     let gateway_id = format!("gw_{}", uuid::Uuid::now_v7().simple());
     let upstream = Upstream::new(
         &config.handshake_url,
@@ -93,6 +98,9 @@ pub async fn run(
             .clone()
             .run_event_stream(registry.clone(), ready_tx, stream_stop.clone()),
     );
+    tasks.spawn(auth.watch_jwks(config.jwks_reload(), shutdown.clone()));
+    let pending_upgrades = PendingUpgrades::new(config.max_pending_upgrades);
+    let http1 = limits::http1_builder(&config);
 
     let shared = Arc::new(Shared {
         sockets: Arc::new(Semaphore::new(config.max_connections)),
@@ -101,6 +109,7 @@ pub async fn run(
         registry,
         shutdown: shutdown.clone(),
         auth,
+        origins,
         ready,
         metrics,
     });
@@ -119,20 +128,28 @@ pub async fn run(
                 }
             },
         };
+        // Held until the HTTP phase ends (upgrade or close); see `limits`.
+        let Some(pending) = pending_upgrades.try_admit() else {
+            limits::refuse_at_accept(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let tracker = connections.clone();
+        let http1 = http1.clone();
         connections.spawn(async move {
+            let _pending = pending;
             let service = service_fn(move |request| {
                 let shared = shared.clone();
                 let tracker = tracker.clone();
                 async move { Ok::<_, Infallible>(route(request, shared, tracker).await) }
             });
-            if let Err(error) = http1::Builder::new()
+            if let Err(error) = http1
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
                 .await
             {
+                limits::note_connection_error(&error);
                 tracing::debug!(%error, "http connection ended");
             }
         });
@@ -190,6 +207,10 @@ async fn upgrade(
     if shared.shutdown.is_cancelled() || !*shared.ready.borrow() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "gateway not ready\n");
     }
+    if !shared.origins.allows(request.headers().get(header::ORIGIN)) {
+        limits::hit(Limit::Origin);
+        return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
     let principal = match token_from_request(&request).map(|t| shared.auth.authenticate(&t)) {
         Some(Ok(principal)) => principal,
         Some(Err(error)) => {
@@ -209,6 +230,7 @@ async fn upgrade(
         );
     };
     let Ok(permit) = Arc::clone(&shared).sockets_permit() else {
+        limits::hit(Limit::MaxConnections);
         return text(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
     };
 
@@ -219,6 +241,15 @@ async fn upgrade(
         shared
             .registry
             .add(&principal.user_id, &connection_id, sender, kick.clone());
+    // Counted after adding, so two concurrent upgrades cannot both slip under the cap.
+    if sockets_of_user > shared.config.max_sockets_per_user {
+        shared.registry.remove(&principal.user_id, &connection_id);
+        limits::hit(Limit::SocketsPerUser);
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many sockets for this user\n",
+        );
+    }
     let rings = match shared
         .upstream
         .open_connection(
