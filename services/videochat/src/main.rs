@@ -3,7 +3,7 @@
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use videochat::cli::{Cli, Command};
-use videochat::{stack, telemetry};
+use videochat::{production, stack, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,6 +14,10 @@ async fn main() -> anyhow::Result<()> {
         _ => "videochat",
     };
     let _telemetry = telemetry::init(service_name, &cli.log);
+    if let Err(refused) = production::check_command(cli.deployment.env, &cli.command) {
+        tracing::error!(%refused, "not starting");
+        return Err(refused.into());
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     match cli.command {
