@@ -189,8 +189,8 @@ impl GatewayConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnsafeSetting {
     #[error(
-        "VIDEOCHAT_JWT_SECRET is not set, so the published development secret is in use and \
-         anyone can mint tokens: set VIDEOCHAT_JWT_SECRET (at least {MIN_PRODUCTION_SECRET_BYTES} \
+        "VIDEOCHAT_JWT_SECRET is unset or the published development secret, with which anyone \
+         can mint tokens: set VIDEOCHAT_JWT_SECRET (at least {MIN_PRODUCTION_SECRET_BYTES} \
          random bytes), VIDEOCHAT_JWT_PUBLIC_KEY_FILE or VIDEOCHAT_JWKS_FILE"
     )]
     DevelopmentSecret,
