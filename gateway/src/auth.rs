@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -383,6 +385,9 @@ impl Authenticator {
         let validation = self.policy.validation(algorithm);
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        if !header_and_claims_are_utf8(token) {
+            return Err(AuthError::Invalid("header or claims are not UTF-8".into()));
+        }
         let claims = data.claims;
         check_user_id(&claims.sub).map_err(AuthError::BadSubject)?;
         Ok(Principal {
@@ -397,6 +402,17 @@ impl Authenticator {
             },
         })
     }
+}
+
+/// RFC 7519 §7.2: header and claims must be UTF-8 JSON. serde_json skips the bytes of members
+/// nobody reads without checking them, so `jsonwebtoken` accepts a signed token whose unread
+/// claims are not UTF-8 (found by the `jwt_claims` fuzz target); this refuses it.
+fn header_and_claims_are_utf8(token: &str) -> bool {
+    token.split('.').take(2).all(|part| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .is_ok_and(|bytes| std::str::from_utf8(&bytes).is_ok())
+    })
 }
 
 fn read(path: &Path) -> Result<String, AuthConfigError> {
@@ -619,6 +635,53 @@ mod tests {
         }
         // Without configured values, iss and aud are not looked at.
         assert_eq!(verdict(TokenPolicy::default(), good).unwrap(), "a");
+    }
+
+    /// Regression: fuzz/artifacts/jwt_claims/crash-6b50bd2f… (an ignored claim with bytes that
+    /// are not UTF-8, validly signed) was accepted.
+    #[test]
+    fn a_signed_token_whose_claims_are_not_utf8_is_refused() {
+        let claims = b"{\"sub\":\"alice\",\"axp\":4000000000,\"iws\":\"http:s\xd1\xd0\x96\x9b\xd1\x9a\x87\xa6mple.test\",\"aud\":\"videochat\"}";
+        let signed = |header: &[u8], claims: &[u8]| {
+            let message = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(claims)
+            );
+            let signature = jsonwebtoken::crypto::sign(
+                message.as_bytes(),
+                &EncodingKey::from_secret(b"s3cret"),
+                Algorithm::HS256,
+            )
+            .unwrap();
+            format!("{message}.{signature}")
+        };
+        let relaxed = Authenticator::with_secret(
+            b"s3cret",
+            TokenPolicy {
+                require_exp: false,
+                ..TokenPolicy::default()
+            },
+        );
+        let error = relaxed
+            .authenticate(&signed(br#"{"alg":"HS256"}"#, claims))
+            .unwrap_err();
+        assert!(error.to_string().contains("UTF-8"), "{error}");
+        let header = b"{\"alg\":\"HS256\",\"x\":\"\xff\"}";
+        assert!(
+            relaxed
+                .authenticate(&signed(header, br#"{"sub":"alice"}"#))
+                .is_err()
+        );
+        // The same shapes in UTF-8 pass.
+        let fine = br#"{"sub":"alice","iws":"http:s\u00e9mple.test","aud":"videochat"}"#;
+        assert_eq!(
+            relaxed
+                .authenticate(&signed(br#"{"alg":"HS256","x":"\u00ff"}"#, fine))
+                .unwrap()
+                .user_id,
+            "alice"
+        );
     }
 
     #[test]
