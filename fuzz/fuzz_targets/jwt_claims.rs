@@ -10,12 +10,24 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use libfuzzer_sys::fuzz_target;
+use serde::Deserialize;
 use serde_json::Value;
 use videochat_gateway::auth::{Authenticator, TokenPolicy, check_user_id};
 
 const SECRET: &[u8] = b"fuzz-secret";
 const ISSUER: &str = "https://id.example.test";
 const AUDIENCE: &str = "videochat";
+
+/// The claims the oracle looks at. Other members are skipped, as the gateway skips them: a
+/// claim nobody reads may hold JSON that `Value` cannot represent (`1e3005`), which is still
+/// JSON (RFC 8259 sets no range) and no reason to refuse a token.
+#[derive(Deserialize)]
+struct Checked {
+    sub: Option<Value>,
+    exp: Option<Value>,
+    iss: Option<Value>,
+    aud: Option<Value>,
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, claims)) = data.split_first() else {
@@ -49,7 +61,10 @@ fuzz_target!(|data: &[u8]| {
     else {
         return;
     };
-    let claims: Value = serde_json::from_slice(claims).expect("accepted claims are JSON");
+    let claims: Checked = serde_json::from_slice(claims).expect("accepted claims are JSON");
+    let claims = serde_json::json!({
+        "sub": claims.sub, "exp": claims.exp, "iss": claims.iss, "aud": claims.aud,
+    });
     assert_eq!(
         claims["sub"].as_str(),
         Some(principal.user_id.as_str()),
