@@ -64,13 +64,21 @@ pub fn hit(limit: Limit) {
     metrics::counter!("videochat_gateway_limits_total", "limit" => limit.label()).increment(1);
 }
 
+/// Largest request head buffered, in bytes (hyper's default is about 400 KiB). An upgrade needs
+/// a few KiB (a 16 KiB token at most, plus a browser's headers); a larger head gets `431`. This
+/// bounds the memory of each pending connection, so of all of them together.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+
 /// The HTTP/1 server settings of every connection: the header-read timeout needs a timer,
 /// without which hyper silently never times out.
 pub fn http1_builder(config: &GatewayConfig) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout());
+        .header_read_timeout(config.header_read_timeout())
+        // The buffer bound alone is soft (one read may overshoot it); the head bound is exact.
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
+        .max_header_size(MAX_REQUEST_HEAD_BYTES);
     builder
 }
 

@@ -372,6 +372,24 @@ async fn stalled_upgrades_are_closed_after_the_header_timeout_while_others_conne
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_head_is_refused_with_431() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut stream = TcpStream::connect(app.bound.ws).await.unwrap();
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nX-Padding: {}\r\n\r\n",
+        "x".repeat(100 * 1024)
+    );
+    // The server may stop reading before the whole head is written.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let answer = String::from_utf8_lossy(&until_closed(&mut stream).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // A real client with a long (but plausible) token still gets in.
+    let mut alice = app.connect("alice").await;
+    refused(&mut alice, REQUEST, json!({ "targetUser": "nobody" }), 1021).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pending_upgrade_cap_turns_extra_connections_away_at_once() {
     let timeout = Duration::from_secs(2);
     let app = TestApp::spawn_with(Backend::Sqlite, |gateway, _| {
