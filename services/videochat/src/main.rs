@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
         _ => "videochat",
     };
     let _telemetry = telemetry::init(service_name, &cli.log);
+    tracing::info!(env = ?cli.deployment.env, "deployment environment");
     if let Err(refused) = production::check_command(cli.deployment.env, &cli.command) {
         tracing::error!(%refused, "not starting");
         return Err(refused.into());
