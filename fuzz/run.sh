@@ -29,6 +29,6 @@ for target in $targets; do
   echo "== fuzz $target for ${seconds}s"
   mkdir -p "corpus/$target" "seeds/$target"
   cargo "${toolchain[@]}" fuzz run "$target" "corpus/$target" "seeds/$target" -- \
-    -max_total_time="$seconds" -dict=dicts/json.dict -max_len=4096 -timeout=10 \
+    -max_total_time="$seconds" -dict=dicts/json.dict -max_len=4096 -timeout=60 \
     -print_final_stats=1
 done
