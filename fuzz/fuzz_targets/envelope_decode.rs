@@ -27,7 +27,12 @@ fuzz_target!(|data: &[u8]| {
                 let code = error.code.as_i32();
                 assert!(matches!(code, 1000..=1002), "code {code}");
                 assert!(error.kind.as_ref().is_none_or(|k| k.len() <= 200));
-                assert!(error.event_id.as_ref().is_none_or(|id| id.len() <= MAX_ID_LEN));
+                assert!(
+                    error
+                        .event_id
+                        .as_ref()
+                        .is_none_or(|id| id.len() <= MAX_ID_LEN)
+                );
                 let frame = envelope::failure(
                     error.kind.as_deref(),
                     error.event_id.as_deref(),

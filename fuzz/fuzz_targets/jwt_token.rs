@@ -30,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
     };
     for authenticator in authenticators() {
         // Nobody can sign with the fuzz secret or the fixture's private key by mutation.
-        assert!(authenticator.authenticate(text).is_err(), "{text:?} authenticated");
+        assert!(
+            authenticator.authenticate(text).is_err(),
+            "{text:?} authenticated"
+        );
     }
     // The same string as it arrives: in the query (percent-decoded) and in the header.
     if let Ok(request) = http::Request::builder()
