@@ -20,9 +20,11 @@ use tracing::Instrument;
 
 use crate::envelope;
 use crate::error::WireCode;
+use crate::limits::{self, Limit};
 use crate::link::now_ms;
 use crate::registry::Socket;
 use crate::state::Shared;
+use crate::{closing, closing::linger};
 
 /// Everything a socket task needs, gathered at the upgrade.
 pub struct Session {
@@ -39,6 +41,9 @@ enum Ending {
     ClientClosed,
     /// We close, with this code and reason.
     ServerCloses(CloseCode, &'static str),
+    /// The client broke the protocol (RFC 6455 §7.4.1): we close with this code, then read out
+    /// what it still sends so that the close frame is not lost to a reset.
+    Violation(CloseCode, &'static str),
     /// The connection broke.
     Broken,
 }
@@ -57,11 +62,22 @@ pub async fn run(ws: Ws, session: Session, shared: Arc<Shared>) {
                 let _ = ws.flush().await;
             }
             Ending::ServerCloses(code, reason) => {
+                count_close(code);
                 let frame = CloseFrame {
                     code,
                     reason: reason.into(),
                 };
                 let _ = ws.close(Some(frame)).await;
+            }
+            Ending::Violation(code, reason) => {
+                count_close(code);
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                if ws.close(Some(frame)).await.is_ok() {
+                    linger(ws.get_mut()).await;
+                }
             }
             Ending::Broken => {}
         }
@@ -109,16 +125,22 @@ async fn serve(mut ws: Ws, session: &Session, shared: &Shared) -> (Ws, Ending) {
             message = ws.next() => {
                 let message = match message {
                     Some(Ok(message)) => message,
-                    // Over VIDEOCHAT_MAX_MESSAGE_BYTES: not read at all (RFC 6455: 1009).
-                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
-                        break Ending::ServerCloses(CloseCode::Size, "message too big")
-                    }
-                    _ => break Ending::Broken,
+                    // Over VIDEOCHAT_MAX_MESSAGE_BYTES (1009), not UTF-8 (1007), bad framing
+                    // (1002): closed with the RFC 6455 code; see `closing`.
+                    Some(Err(error)) => match closing::on_read_error(&error) {
+                        Some((code, reason)) => {
+                            tracing::info!(%error, code = u16::from(code), "client broke the protocol; closing");
+                            break Ending::Violation(code, reason);
+                        }
+                        None => break Ending::Broken,
+                    },
+                    None => break Ending::Broken,
                 };
                 last_heard = Instant::now();
                 match message {
                     Message::Text(text) => {
                         let (reply, sent) = if limiter.check().is_err() {
+                            limits::hit(Limit::Rate);
                             metrics::counter!("videochat_gateway_frames_in_total", "type" => "any", "result" => "rate_limited").increment(1);
                             (rate_limited(text.as_str()), Sent::Response("any", "1003"))
                         } else {
@@ -152,6 +174,12 @@ async fn serve(mut ws: Ws, session: &Session, shared: &Shared) -> (Ws, Ending) {
         }
     };
     (ws, ending)
+}
+
+/// Counts a close the server initiates, by code (`videochat_gateway_closes_total`).
+fn count_close(code: CloseCode) {
+    metrics::counter!("videochat_gateway_closes_total", "code" => u16::from(code).to_string())
+        .increment(1);
 }
 
 /// What a frame sent to a client is, for the frames-out counter.

@@ -5,15 +5,21 @@
 //! Where to look: [`envelope`] is the wire protocol, [`connection`] one socket's life,
 //! [`server`] the HTTP side, [`upstream`] the client requests to the service, [`link`] the
 //! stream that carries presence to the service and events back, [`registry`] the sockets held
-//! and the last leg of every event.
+//! and the last leg of every event. The defences an outside client meets are [`auth`] (tokens),
+//! [`origin`] (browser origins), [`limits`] (connections before and after the upgrade) and
+//! [`closing`] (RFC 6455 close codes for protocol violations); `docs/security.md` tells the
+//! whole story.
 
 pub mod auth;
+pub mod closing;
 pub mod config;
 pub mod connection;
 pub mod envelope;
 pub mod error;
 pub mod frames;
+pub mod limits;
 pub mod link;
+pub mod origin;
 pub mod registry;
 pub mod server;
 pub mod state;

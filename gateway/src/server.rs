@@ -9,7 +9,6 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -26,7 +25,9 @@ use crate::config::GatewayConfig;
 use crate::connection::{self, Session, Ws};
 use crate::envelope;
 use crate::frames;
+use crate::limits::{self, Limit, PendingUpgrades};
 use crate::link::{Link, now_ms};
+use crate::origin::{OriginError, OriginPolicy};
 use crate::registry::Registry;
 use crate::state::Shared;
 use crate::upstream::{self, Upstream};
@@ -41,6 +42,8 @@ pub enum GatewayError {
     Auth(#[from] AuthConfigError),
     #[error("invalid VIDEOCHAT_HANDSHAKE_URL: {0}")]
     Upstream(#[from] tonic::transport::Error),
+    #[error("invalid VIDEOCHAT_ALLOWED_ORIGINS: {0}")]
+    Origins(#[from] OriginError),
 }
 
 /// Serves until `shutdown`, then closes every socket (1012) and returns within the drain
@@ -58,6 +61,7 @@ pub async fn run(
         );
     }
     let auth = Authenticator::from_config(&config)?;
+    let origins = OriginPolicy::parse(&config.allowed_origins)?;
     let gateway_id = format!("gw_{}", uuid::Uuid::now_v7().simple());
     let channel = upstream::channel(&config.handshake_url)?;
     let upstream = Upstream::new(channel.clone(), config.rpc_timeout());
@@ -74,6 +78,9 @@ pub async fn run(
     // that their closes still reach the service.
     let link_stop = CancellationToken::new();
     tasks.spawn(link.clone().run(ready_tx, link_stop.clone()));
+    tasks.spawn(auth.watch_jwks(config.jwks_reload(), shutdown.clone()));
+    let pending_upgrades = PendingUpgrades::new(config.max_pending_upgrades);
+    let http1 = limits::http1_builder(&config);
 
     let shared = Arc::new(Shared {
         sockets: Arc::new(Semaphore::new(config.max_connections)),
@@ -83,6 +90,7 @@ pub async fn run(
         registry,
         shutdown: shutdown.clone(),
         auth,
+        origins,
         ready,
         metrics,
     });
@@ -101,20 +109,28 @@ pub async fn run(
                 }
             },
         };
+        // Held until the HTTP phase ends (upgrade or close); see `limits`.
+        let Some(pending) = pending_upgrades.try_admit() else {
+            limits::refuse_at_accept(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let tracker = connections.clone();
+        let http1 = http1.clone();
         connections.spawn(async move {
+            let _pending = pending;
             let service = service_fn(move |request| {
                 let shared = shared.clone();
                 let tracker = tracker.clone();
                 async move { Ok::<_, Infallible>(route(request, shared, tracker).await) }
             });
-            if let Err(error) = http1::Builder::new()
+            if let Err(error) = http1
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
                 .await
             {
+                limits::note_connection_error(&error);
                 tracing::debug!(%error, "http connection ended");
             }
         });
@@ -172,6 +188,10 @@ async fn upgrade(
     if shared.shutdown.is_cancelled() || !*shared.ready.borrow() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "gateway not ready\n");
     }
+    if !shared.origins.allows(request.headers().get(header::ORIGIN)) {
+        limits::hit(Limit::Origin);
+        return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
     let principal = match token_from_request(&request).map(|t| shared.auth.authenticate(&t)) {
         Some(Ok(principal)) => principal,
         Some(Err(error)) => {
@@ -191,11 +211,21 @@ async fn upgrade(
         );
     };
     let Ok(permit) = shared.sockets.clone().try_acquire_owned() else {
+        limits::hit(Limit::MaxConnections);
         return text(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
     };
 
     let connection_id = format!("conn_{}", uuid::Uuid::now_v7().simple());
     let (socket, sockets_of_user) = shared.registry.open(&principal.user_id, &connection_id);
+    // Counted after adding, so two concurrent upgrades cannot both slip under the cap.
+    if sockets_of_user > shared.config.max_sockets_per_user {
+        shared.registry.close(&socket);
+        limits::hit(Limit::SocketsPerUser);
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many sockets for this user\n",
+        );
+    }
     let registered = match shared.link.register(&socket, principal.profile).await {
         Ok(registered) => registered,
         Err(error) => {

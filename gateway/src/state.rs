@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
 use crate::link::Link;
+use crate::origin::OriginPolicy;
 use crate::registry::Registry;
 use crate::upstream::Upstream;
 
@@ -23,6 +24,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub shutdown: CancellationToken,
     pub auth: Authenticator,
+    /// Which browser origins may upgrade.
+    pub origins: OriginPolicy,
     /// True while the link is attached.
     pub ready: watch::Receiver<bool>,
     pub metrics: PrometheusHandle,

@@ -1,4 +1,5 @@
-//! The handshake service's one configuration struct, read from flags and environment.
+//! The handshake service's one configuration struct, read from flags and environment, and the
+//! check of it that production mode runs at start-up ([`HandshakeConfig::production_problems`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -59,10 +60,43 @@ impl HandshakeConfig {
         Duration::from_millis(self.outbox_poll_ms.max(10))
     }
 
+    /// Every setting that makes this replica unsafe to run for real, each naming the setting.
+    /// Empty means production mode may start. Development mode does not call this.
+    pub fn production_problems(&self) -> Vec<UnsafeSetting> {
+        let mut problems = Vec::new();
+        let engines = &self.engines;
+        if engines.livekit_api_key.as_deref() == Some(LIVEKIT_DEV_KEY)
+            || engines.livekit_api_secret.as_deref() == Some(LIVEKIT_DEV_SECRET)
+        {
+            problems.push(UnsafeSetting::LivekitDevelopmentKeys);
+        }
+        // HOOK(#9, internal gRPC authentication — the lead's): refuse here a gRPC listener
+        // (`VIDEOCHAT_GRPC_ADDR`) that would serve unauthenticated calls, i.e. no internal
+        // credentials configured. Add the variant to `UnsafeSetting` beside the others.
+        problems
+    }
+
     /// The database URL with any password replaced, for logs.
     pub fn redacted_database_url(&self) -> String {
         redact_url_password(&self.database_url)
     }
+}
+
+/// LiveKit's development key pair (`livekit-server --dev`), the embedded default.
+const LIVEKIT_DEV_KEY: &str = "devkey";
+const LIVEKIT_DEV_SECRET: &str = "secret";
+
+/// A setting production mode refuses, with what to do instead. Each message names the
+/// environment variable at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsafeSetting {
+    #[error(
+        "LIVEKIT_API_KEY/LIVEKIT_API_SECRET are LiveKit's published development pair \
+         (devkey/secret): anyone could mint join tokens for any room; set your LiveKit \
+         project's key pair (or set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET empty \
+         to turn LiveKit off)"
+    )]
+    LivekitDevelopmentKeys,
 }
 
 fn redact_url_password(url: &str) -> String {
@@ -80,7 +114,42 @@ fn redact_url_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url_password;
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        handshake: HandshakeConfig,
+    }
+
+    #[test]
+    fn production_refuses_livekit_development_keys_naming_them() {
+        let config = |args: &[&str]| {
+            Args::try_parse_from(std::iter::once("handshake").chain(args.iter().copied()))
+                .unwrap()
+                .handshake
+        };
+        let problems = config(&[]).production_problems();
+        assert_eq!(problems, vec![UnsafeSetting::LivekitDevelopmentKeys]);
+        assert!(problems[0].to_string().contains("LIVEKIT_API_SECRET"));
+        let own = [
+            "--livekit-api-key",
+            "APIxyz",
+            "--livekit-api-secret",
+            "s3cr3t-of-our-own",
+        ];
+        assert_eq!(config(&own).production_problems(), vec![]);
+        let off = [
+            "--livekit-url",
+            "",
+            "--livekit-api-key",
+            "",
+            "--livekit-api-secret",
+            "",
+        ];
+        assert_eq!(config(&off).production_problems(), vec![]);
+    }
 
     #[test]
     fn passwords_never_reach_the_log() {

@@ -4,6 +4,8 @@ use clap::{Args, Parser, Subcommand};
 use videochat_gateway::GatewayConfig;
 use videochat_handshake::HandshakeConfig;
 
+use crate::production::Environment;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "videochat",
@@ -13,6 +15,8 @@ use videochat_handshake::HandshakeConfig;
 pub struct Cli {
     #[command(flatten)]
     pub log: LogConfig,
+    #[command(flatten)]
+    pub deployment: DeploymentConfig,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -72,6 +76,22 @@ pub struct TokenArgs {
     /// The gateway's HS256 secret.
     #[arg(long, env = "VIDEOCHAT_JWT_SECRET", default_value = videochat_gateway::config::DEV_JWT_SECRET, hide_env_values = true)]
     pub secret: String,
+}
+
+/// Settings that apply to every piece the process runs.
+#[derive(Debug, Clone, Args)]
+pub struct DeploymentConfig {
+    /// `development` or `production`: production refuses to start with unsafe settings
+    /// (development secrets, tokens without expiry, plain ws:// exposed, any origin…); see
+    /// docs/security.md.
+    #[arg(
+        long = "env",
+        global = true,
+        env = "VIDEOCHAT_ENV",
+        value_enum,
+        default_value_t = Environment::Development
+    )]
+    pub env: Environment,
 }
 
 #[derive(Debug, Clone, Args)]

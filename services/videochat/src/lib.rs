@@ -2,5 +2,6 @@
 //! gateway and service, shared by `main` and the integration tests.
 
 pub mod cli;
+pub mod production;
 pub mod stack;
 pub mod telemetry;

@@ -3,7 +3,7 @@
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use videochat::cli::{Cli, Command};
-use videochat::{stack, telemetry};
+use videochat::{production, stack, telemetry};
 
 /// See the workspace `Cargo.toml` for why.
 #[global_allocator]
@@ -18,21 +18,27 @@ async fn main() -> anyhow::Result<()> {
         _ => "videochat",
     };
     let _telemetry = telemetry::init(service_name, &cli.log);
+    // Not logged on its own: `token` prints its result on stdout, where the log goes too.
+    let env = cli.deployment.env;
+    if let Err(refused) = production::check_command(env, &cli.command) {
+        tracing::error!(%refused, "not starting");
+        return Err(refused.into());
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     match cli.command {
         Command::Serve(args) => {
-            tracing::info!(gateway = ?args.gateway, handshake = ?args.handshake, "starting gateway + handshake service");
+            tracing::info!(?env, gateway = ?args.gateway, handshake = ?args.handshake, "starting gateway + handshake service");
             let embedded = stack::Embedded::bind(args.gateway, args.handshake).await?;
             tracing::info!(ws = %format!("ws://{}/ws", embedded.bound.ws), grpc = %embedded.bound.grpc, metrics = %embedded.bound.metrics, "serving");
             embedded.run(shutdown).await
         }
         Command::Gateway(args) => {
-            tracing::info!(config = ?args.gateway, "starting gateway");
+            tracing::info!(?env, config = ?args.gateway, "starting gateway");
             stack::run_gateway(args.gateway, shutdown).await
         }
         Command::Handshake(args) => {
-            tracing::info!(config = ?args.handshake, "starting handshake service");
+            tracing::info!(?env, config = ?args.handshake, "starting handshake service");
             stack::run_handshake(args.handshake, shutdown).await
         }
         Command::Migrate(args) => {

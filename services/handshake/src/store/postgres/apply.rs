@@ -100,8 +100,7 @@ impl Run<ApplyJob, Vec<u64>> for Applies {
             let results = match self.write(jobs).await {
                 Ok(results) => results,
                 Err(StoreError::Conflict) if jobs.len() > 1 => {
-                    metrics::counter!("videochat_store_batch_retried_alone_total")
-                        .increment(1);
+                    metrics::counter!("videochat_store_batch_retried_alone_total").increment(1);
                     let mut results = Vec::with_capacity(jobs.len());
                     for job in jobs {
                         let result = self
@@ -126,7 +125,10 @@ impl Run<ApplyJob, Vec<u64>> for Applies {
                         .collect()
                 }
             };
-            if results.iter().any(|r| r.as_ref().is_ok_and(|seqs| !seqs.is_empty())) {
+            if results
+                .iter()
+                .any(|r| r.as_ref().is_ok_and(|seqs| !seqs.is_empty()))
+            {
                 self.announce.commit_with_events();
             }
             results
@@ -322,7 +324,13 @@ impl Applies {
         Ok(ok
             .into_iter()
             .zip(positions)
-            .map(|(ok, positions)| if ok { Ok(positions) } else { Err(StoreError::Stale) })
+            .map(|(ok, positions)| {
+                if ok {
+                    Ok(positions)
+                } else {
+                    Err(StoreError::Stale)
+                }
+            })
             .collect())
     }
 }

@@ -21,8 +21,10 @@ use crate::store::{StoreError, StoreResult};
 
 /// Runs a batch of jobs; one result per job, in order.
 pub(super) trait Run<J, R>: Send + Sync + 'static {
-    fn run<'a>(&'a self, jobs: &'a [J])
-    -> Pin<Box<dyn Future<Output = Vec<StoreResult<R>>> + Send + 'a>>;
+    fn run<'a>(
+        &'a self,
+        jobs: &'a [J],
+    ) -> Pin<Box<dyn Future<Output = Vec<StoreResult<R>>> + Send + 'a>>;
 }
 
 struct Queue<J, R> {
@@ -72,7 +74,9 @@ impl<J: Send + 'static, R: Send + 'static> Batcher<J, R> {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section is one push or one drain: a poisoned lock is still consistent.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn execute<J: Send + 'static, R: Send + 'static>(

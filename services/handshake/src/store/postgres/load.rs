@@ -222,9 +222,8 @@ impl Run<LoadJob, Facts> for Loads {
                 match self.load_kind(jobs, &ops).await {
                     Ok(mut facts) => {
                         for i in ops {
-                            results[i] = Some(facts.remove(&i).unwrap_or_else(|| {
-                                Ok(Facts::default())
-                            }));
+                            results[i] =
+                                Some(facts.remove(&i).unwrap_or_else(|| Ok(Facts::default())));
                         }
                     }
                     Err(error) => {
@@ -255,7 +254,11 @@ impl Loads {
         let index: Vec<i32> = ops.iter().map(|&i| i as i32).collect();
         let actors: Vec<&str> = ops.iter().map(|&i| jobs[i].actor.as_str()).collect();
         let keys: Vec<&str> = ops.iter().map(|&i| jobs[i].key.as_str()).collect();
-        let now = ops.iter().map(|&i| jobs[i].now_ms).max().unwrap_or_default();
+        let now = ops
+            .iter()
+            .map(|&i| jobs[i].now_ms)
+            .max()
+            .unwrap_or_default();
         let first = &jobs[ops[0]].command;
         let column = |f: fn(&Command) -> Option<String>| -> Vec<String> {
             ops.iter()
@@ -300,14 +303,12 @@ impl Loads {
                 }))
                 .bind(now)
                 .bind(MAX_RING_PARTICIPANTS),
-            Command::Accept { .. } | Command::Decline { .. } => {
-                query.bind(column(|c| match c {
-                    Command::Accept { request } | Command::Decline { request } => {
-                        Some(request.to_string())
-                    }
-                    _ => None,
-                }))
-            }
+            Command::Accept { .. } | Command::Decline { .. } => query.bind(column(|c| match c {
+                Command::Accept { request } | Command::Decline { request } => {
+                    Some(request.to_string())
+                }
+                _ => None,
+            })),
             Command::Merge { .. } => query
                 .bind(column(|c| match c {
                     Command::Merge { request, .. } => Some(request.to_string()),
