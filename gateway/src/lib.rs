@@ -3,11 +3,13 @@
 //! It keeps no handshake state: only which sockets it holds.
 //!
 //! Where to look: [`envelope`] is the wire protocol, [`connection`] one socket's life,
-//! [`server`] the HTTP side, [`upstream`] the gRPC side.
+//! [`server`] the HTTP side, [`upstream`] the gRPC side, [`demo`] the development-only browser
+//! demo.
 
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod demo;
 pub mod envelope;
 pub mod error;
 pub mod frames;
