@@ -333,6 +333,7 @@ function onRequested(ring) {
   (ring.participants || []).forEach(remember);
   state.incoming.set(ring.videochatRequestId, { ...ring, receivedAt: Date.now() });
   renderIncoming();
+  renderOnline(); // names and avatars just learnt
 }
 
 function onDirectAccepted(credentials) {
