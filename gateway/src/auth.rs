@@ -463,17 +463,13 @@ fn percent_decode(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Signs an HS256 development token (`videochat token`, tests).
+/// Signs an HS256 development token (`videochat token`, tests); `name` is "First Last".
 pub fn sign_dev_token(
     secret: &str,
     user_id: &str,
     name: Option<&str>,
     ttl_s: u64,
 ) -> Result<String, jsonwebtoken::errors::Error> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
     let (given_name, family_name) = match name.map(str::trim).filter(|n| !n.is_empty()) {
         Some(name) => match name.split_once(' ') {
             Some((first, last)) => (Some(first.to_owned()), Some(last.trim().to_owned())),
@@ -481,11 +477,40 @@ pub fn sign_dev_token(
         },
         None => (None, None),
     };
+    let profile = DevProfile {
+        given_name,
+        family_name,
+        picture: None,
+    };
+    sign_dev_token_with_profile(secret, user_id, &profile, ttl_s)
+}
+
+/// The profile claims a development token may carry (the browser demo lets people edit them).
+/// `None` leaves the claim out, so the stored value stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevProfile {
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub picture: Option<String>,
+}
+
+/// Signs an HS256 development token carrying `profile` as OIDC claims.
+pub fn sign_dev_token_with_profile(
+    secret: &str,
+    user_id: &str,
+    profile: &DevProfile,
+    ttl_s: u64,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
     let claims = Claims {
         sub: user_id.to_owned(),
         exp: Some(now + ttl_s),
-        given_name,
-        family_name,
+        given_name: profile.given_name.clone(),
+        family_name: profile.family_name.clone(),
+        picture: profile.picture.clone(),
         ..Claims::default()
     };
     jsonwebtoken::encode(
@@ -531,6 +556,23 @@ mod tests {
         assert_eq!(principal.user_id, "alice");
         assert_eq!(principal.profile.first_name.as_deref(), Some("Alice"));
         assert_eq!(principal.profile.last_name.as_deref(), Some("Liddell"));
+    }
+
+    #[test]
+    fn a_dev_token_carries_the_picture_and_leaves_absent_claims_out() {
+        let profile = DevProfile {
+            given_name: Some("Bob".into()),
+            family_name: None,
+            picture: Some("https://example.com/bob.png".into()),
+        };
+        let token = sign_dev_token_with_profile("s3cret", "bob", &profile, 60).unwrap();
+        let principal = authenticator("s3cret").authenticate(&token).unwrap();
+        assert_eq!(principal.profile.first_name.as_deref(), Some("Bob"));
+        assert_eq!(principal.profile.last_name, None);
+        assert_eq!(
+            principal.profile.avatar.as_deref(),
+            Some("https://example.com/bob.png")
+        );
     }
 
     #[test]

@@ -8,12 +8,13 @@
 //! and the last leg of every event. The defences an outside client meets are [`auth`] (tokens),
 //! [`origin`] (browser origins), [`limits`] (connections before and after the upgrade) and
 //! [`closing`] (RFC 6455 close codes for protocol violations); `docs/security.md` tells the
-//! whole story.
+//! whole story. [`demo`] is the development-only browser demo.
 
 pub mod auth;
 pub mod closing;
 pub mod config;
 pub mod connection;
+pub mod demo;
 pub mod envelope;
 pub mod error;
 pub mod frames;

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthConfigError, Authenticator, token_from_request};
 use crate::config::GatewayConfig;
 use crate::connection::{self, Session, Ws};
+use crate::demo;
 use crate::envelope;
 use crate::frames;
 use crate::limits::{self, Limit, PendingUpgrades};
@@ -94,7 +95,14 @@ pub async fn run(
         ready,
         metrics,
     });
-    tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), %gateway_id, "gateway listening");
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%addr, %gateway_id, "gateway listening");
+    if shared.config.uses_dev_secret() {
+        tracing::info!(url = %format!("http://{addr}/"), "browser demo (development secret only)");
+    }
 
     let connections = TaskTracker::new();
     loop {
@@ -173,6 +181,10 @@ async fn route(
                 header::HeaderValue::from_static("text/plain; version=0.0.4"),
             );
             response
+        }
+        // The browser demo hands out tokens: only while the development secret is in use.
+        path if demo::handles(path) && shared.config.uses_dev_secret() => {
+            demo::route(request, &shared.config, &shared.registry).await
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

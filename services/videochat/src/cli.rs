@@ -34,6 +34,8 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Prints a signed development token for a user, to connect at once.
     Token(TokenArgs),
+    /// A WebSocket client: call, listen, accept, decline, invite, merge.
+    Client(crate::client::ClientArgs),
 }
 
 #[derive(Debug, Args)]

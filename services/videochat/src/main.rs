@@ -3,7 +3,7 @@
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use videochat::cli::{Cli, Command};
-use videochat::{production, stack, telemetry};
+use videochat::{client, production, stack, telemetry};
 
 /// See the workspace `Cargo.toml` for why.
 #[global_allocator]
@@ -12,6 +12,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        // A user-facing command whose output is the point: no log set-up, its own exit codes.
+        Command::Client(args) => std::process::exit(client::run(args).await),
+        command => Cli { command, ..cli },
+    };
     let service_name = match &cli.command {
         Command::Gateway(_) => "videochat-gateway",
         Command::Handshake(_) => "videochat-handshake",
@@ -58,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
             writeln!(std::io::stdout(), "{token}")?;
             Ok(())
         }
+        Command::Client(_) => unreachable!("handled before telemetry set-up"),
     }
 }
 

@@ -78,7 +78,7 @@ pub fn check_command(env: Environment, command: &Command) -> Result<(), Refused>
         Command::Serve(args) => check(env, Some(&args.gateway), Some(&args.handshake)),
         Command::Gateway(args) => check(env, Some(&args.gateway), None),
         Command::Handshake(args) => check(env, None, Some(&args.handshake)),
-        Command::Migrate(_) | Command::Token(_) => Ok(()),
+        Command::Migrate(_) | Command::Token(_) | Command::Client(_) => Ok(()),
     }
 }
 
