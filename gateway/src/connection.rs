@@ -55,7 +55,10 @@ pub async fn run(ws: Ws, session: Session, shared: Arc<Shared>) {
     let socket = &session.socket;
     shared.registry.close(socket);
     metrics::gauge!("videochat_gateway_open_sockets").decrement(1.0);
-    shared.link.forget(&socket.connection_id).await;
+    shared
+        .link
+        .forget(&socket.connection_id, &socket.user_id)
+        .await;
     let finish = async {
         match ending {
             Ending::ClientClosed => {

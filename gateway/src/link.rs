@@ -123,7 +123,7 @@ impl Link {
     /// forgot it, so that a client who saw its close acknowledged can no longer be rung. If the
     /// link is down, the next attach states the sockets held without it, which corrects the
     /// service as well.
-    pub async fn forget(&self, connection_id: &str) {
+    pub async fn forget(&self, connection_id: &str, user_id: &str) {
         let Some(outgoing) = self.outgoing() else {
             return;
         };
@@ -132,6 +132,7 @@ impl Link {
         let closed = pb::GatewayMessage {
             kind: Some(pb::gateway_message::Kind::SocketClosed(pb::SocketClosed {
                 connection_id: connection_id.to_owned(),
+                user_id: user_id.to_owned(),
             })),
         };
         if outgoing.send(closed).await.is_err()

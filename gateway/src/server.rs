@@ -242,7 +242,7 @@ async fn upgrade(
         Ok(registered) => registered,
         Err(error) => {
             shared.registry.close(&socket);
-            shared.link.forget(&connection_id).await;
+            shared.link.forget(&connection_id, &principal.user_id).await;
             tracing::warn!(%error, "cannot register socket with the service");
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -295,7 +295,10 @@ async fn upgrade(
             None => {
                 task_shared.registry.close(&session.socket);
                 metrics::gauge!("videochat_gateway_open_sockets").decrement(1.0);
-                task_shared.link.forget(&session.socket.connection_id).await;
+                task_shared
+                    .link
+                    .forget(&session.socket.connection_id, &session.socket.user_id)
+                    .await;
             }
         }
     });

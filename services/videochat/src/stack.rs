@@ -31,7 +31,7 @@ impl Embedded {
     /// Binds the three listeners and builds the replica (migrating the store, checking engine
     /// settings), so every start-up error surfaces before anything serves.
     pub async fn bind(gateway: GatewayConfig, handshake: HandshakeConfig) -> anyhow::Result<Self> {
-        let ws = TcpListener::bind(gateway.ws_addr).await?;
+        let ws = bind_websocket(gateway.ws_addr)?;
         let grpc = TcpListener::bind(handshake.grpc_addr).await?;
         let metrics = TcpListener::bind(handshake.metrics_addr).await?;
         let bound = Bound {
@@ -73,6 +73,23 @@ impl Embedded {
     }
 }
 
+/// Connections a WebSocket listener lets wait for `accept`. When thousands of clients reconnect
+/// at once (a gateway restart), the default of 1,024 overflows and the kernel drops SYNs, which
+/// clients retry a second later; the kernel caps this at `net.core.somaxconn` anyway.
+const WEBSOCKET_BACKLOG: u32 = 8192;
+
+/// The gateway's listener, with a backlog deep enough for reconnect storms.
+fn bind_websocket(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(WEBSOCKET_BACKLOG)
+}
+
 /// The handshake service alone.
 pub async fn run_handshake(
     config: HandshakeConfig,
@@ -96,7 +113,7 @@ pub async fn run_handshake(
 
 /// The gateway alone.
 pub async fn run_gateway(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.ws_addr).await?;
+    let listener = bind_websocket(config.ws_addr)?;
     videochat_gateway::run(config, listener, telemetry::prometheus(), shutdown).await?;
     Ok(())
 }

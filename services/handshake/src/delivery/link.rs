@@ -35,7 +35,7 @@ pub struct HeldSocket {
 /// What a gateway says on its link after Hello.
 pub enum Presence {
     Opened(OpenedSocket),
-    Closed(ConnectionId),
+    Closed(ConnectionId, UserId),
     Heartbeat,
 }
 
@@ -64,10 +64,8 @@ impl Links {
     ) {
         let cut = CancellationToken::new();
         let link = self.hub.attach(sender.clone(), cut.clone());
-        let mut users_of: HashMap<ConnectionId, UserId> = HashMap::with_capacity(held.len());
         for socket in &held {
             self.hub.add_socket(link, &socket.user);
-            users_of.insert(socket.connection.clone(), socket.user.clone());
         }
         metrics::gauge!("videochat_gateways_attached").increment(1.0);
         if let Err(status) = self.welcome(&gateway, &held, &sender).await {
@@ -95,17 +93,14 @@ impl Links {
             match message {
                 Some(Ok(Presence::Opened(socket))) => {
                     self.hub.add_socket(link, &socket.user);
-                    users_of.insert(socket.connection.clone(), socket.user.clone());
                     if to_register.send(Presence::Opened(socket)).await.is_err() {
                         break;
                     }
                 }
-                Some(Ok(Presence::Closed(connection))) => {
-                    if let Some(user) = users_of.remove(&connection) {
-                        self.hub.remove_socket(link, &user);
-                    }
+                Some(Ok(Presence::Closed(connection, user))) => {
+                    self.hub.remove_socket(link, &user);
                     if to_register
-                        .send(Presence::Closed(connection))
+                        .send(Presence::Closed(connection, user))
                         .await
                         .is_err()
                     {
@@ -209,7 +204,7 @@ impl Links {
             while let Some(message) = next.take() {
                 match message {
                     Presence::Opened(socket) => opened.push(socket),
-                    Presence::Closed(connection) => closed.push(connection),
+                    Presence::Closed(connection, _) => closed.push(connection),
                     Presence::Heartbeat => {}
                 }
                 if opened.len() < REGISTER_BATCH {

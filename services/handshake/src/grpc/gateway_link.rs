@@ -97,13 +97,14 @@ async fn read_presence(
                     profile: patch_from_pb(opened.profile)?,
                 }))
             }
-            Some(pb::gateway_message::Kind::SocketClosed(closed)) => {
-                Ok(Presence::Closed(parse_id(
+            Some(pb::gateway_message::Kind::SocketClosed(closed)) => Ok(Presence::Closed(
+                parse_id(
                     "socket_closed.connection_id",
                     closed.connection_id,
                     ConnectionId::parse,
-                )?))
-            }
+                )?,
+                parse_id("socket_closed.user_id", closed.user_id, UserId::parse)?,
+            )),
             Some(pb::gateway_message::Kind::Heartbeat(_)) => Ok(Presence::Heartbeat),
             Some(pb::gateway_message::Kind::Hello(_)) => {
                 Err(invalid("hello", "Hello comes once, first"))

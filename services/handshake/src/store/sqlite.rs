@@ -323,6 +323,68 @@ async fn insert_record(
 
 type EventRow = (String, i64, Vec<u8>, String, i64);
 
+impl SqliteStore {
+    /// The rings ringing now for the users of `users` (a JSON array of ids), as each target is
+    /// shown them: (target, ring).
+    async fn rings_of(&self, users: &str, now_ms: i64) -> StoreResult<Vec<(UserId, Ring)>> {
+        let rows: Vec<RequestRow> = sqlx::query_as(
+            "SELECT id, kind, initiator_id, target_id, videochat_id, engine, status, created_at_ms, expires_at_ms \
+             FROM videochat_requests WHERE target_id IN (SELECT value FROM json_each($1)) \
+             AND status = 'pending' AND expires_at_ms > $2 ORDER BY created_at_ms, id",
+        )
+        .bind(users)
+        .bind(now_ms)
+        .fetch_all(&self.readers)
+        .await?;
+        let mut shown = Vec::with_capacity(rows.len());
+        for ring in requests_from_rows(rows)? {
+            let initiator: Option<UserRow> = sqlx::query_as(
+                "SELECT id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title \
+                 FROM users WHERE id = $1",
+            )
+            .bind(ring.initiator.as_str())
+            .fetch_optional(&self.readers)
+            .await?;
+            let initiator = match initiator {
+                Some(row) => user_from_row(row)?,
+                None => UserProfile::bare(ring.initiator.clone()),
+            };
+            let (participants, counter) = match &ring.videochat_id {
+                Some(videochat) => {
+                    let rows: Vec<UserRow> = sqlx::query_as(
+                        "SELECT p.user_id, COALESCE(u.first_name, ''), COALESCE(u.last_name, ''), COALESCE(u.privacy_mode, 0), \
+                         COALESCE(u.avatar, ''), u.avatar_3d, COALESCE(u.company_name, ''), COALESCE(u.company_title, '') \
+                         FROM participants p LEFT JOIN users u ON u.id = p.user_id \
+                         WHERE p.videochat_id = $1 ORDER BY p.uid LIMIT $2",
+                    )
+                    .bind(videochat.as_str())
+                    .bind(MAX_RING_PARTICIPANTS)
+                    .fetch_all(&self.readers)
+                    .await?;
+                    let (count,): (i64,) =
+                        sqlx::query_as("SELECT COUNT(*) FROM participants WHERE videochat_id = $1")
+                            .bind(videochat.as_str())
+                            .fetch_one(&self.readers)
+                            .await?;
+                    (
+                        rows.into_iter()
+                            .map(user_from_row)
+                            .collect::<StoreResult<Vec<_>>>()?,
+                        u32::try_from(count).unwrap_or(u32::MAX),
+                    )
+                }
+                None => (Vec::new(), 0),
+            };
+            let target = ring.target.clone();
+            shown.push((
+                target,
+                crate::machine::ring_shown(&ring, initiator, participants, counter),
+            ));
+        }
+        Ok(shown)
+    }
+}
+
 fn event_from_row(
     (recipient, seq, payload, traceparent, created_at_ms): EventRow,
 ) -> StoreResult<StoredEvent> {
@@ -402,6 +464,27 @@ impl Store for SqliteStore {
         lease_until_ms: i64,
         now_ms: i64,
     ) -> StoreResult<Vec<Registration>> {
+        // The whole batch as one JSON array, so the statements below are a constant number per
+        // batch however many sockets it holds.
+        let sockets = serde_json::Value::Array(
+            opened
+                .iter()
+                .map(|s| {
+                    let p = &s.profile;
+                    serde_json::json!({
+                        "connection": s.connection.as_str(),
+                        "user": s.user.as_str(),
+                        "first_name": p.first_name,
+                        "last_name": p.last_name,
+                        "privacy_mode": p.privacy_mode,
+                        "avatar": p.avatar,
+                        "company_name": p.company_name,
+                        "company_title": p.company_title,
+                    })
+                })
+                .collect(),
+        )
+        .to_string();
         {
             let mut connection = self.writer.connection.lock().await;
             let mut tx = Connection::begin(&mut *connection).await?;
@@ -413,69 +496,92 @@ impl Store for SqliteStore {
             .bind(lease_until_ms)
             .execute(&mut *tx)
             .await?;
-            for socket in opened {
-                sqlx::query(
-                    "INSERT INTO connections (id, user_id, gateway_id, connected_at_ms) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(socket.connection.as_str())
-                .bind(socket.user.as_str())
-                .bind(gateway.as_str())
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                let patch = &socket.profile;
-                sqlx::query(
-                    "INSERT INTO users (id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title, updated_at_ms) \
-                     VALUES ($1, COALESCE($2, ''), COALESCE($3, ''), COALESCE($4, 0), COALESCE($5, ''), NULL, COALESCE($6, ''), COALESCE($7, ''), $8) \
-                     ON CONFLICT (id) DO UPDATE SET first_name = COALESCE($2, users.first_name), last_name = COALESCE($3, users.last_name), \
-                     privacy_mode = COALESCE($4, users.privacy_mode), avatar = COALESCE($5, users.avatar), \
-                     company_name = COALESCE($6, users.company_name), company_title = COALESCE($7, users.company_title), updated_at_ms = $8",
-                )
-                .bind(socket.user.as_str())
-                .bind(patch.first_name.as_deref())
-                .bind(patch.last_name.as_deref())
-                .bind(patch.privacy_mode.map(i64::from))
-                .bind(patch.avatar.as_deref())
-                .bind(patch.company_name.as_deref())
-                .bind(patch.company_title.as_deref())
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-            }
+            sqlx::query(
+                "INSERT INTO connections (id, user_id, gateway_id, connected_at_ms) \
+                 SELECT value ->> 'connection', value ->> 'user', $2, $3 FROM json_each($1) WHERE true \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&sockets)
+            .bind(gateway.as_str())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            // Just-in-time profiles: new users are created; known ones change where a claim
+            // says something (a claim left out leaves the stored value).
+            sqlx::query(
+                "INSERT INTO users (id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title, updated_at_ms) \
+                 SELECT value ->> 'user', COALESCE(value ->> 'first_name', ''), COALESCE(value ->> 'last_name', ''), \
+                        COALESCE(value ->> 'privacy_mode', 0), COALESCE(value ->> 'avatar', ''), NULL, \
+                        COALESCE(value ->> 'company_name', ''), COALESCE(value ->> 'company_title', ''), $2 \
+                 FROM json_each($1) WHERE true ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&sockets)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE users SET first_name = COALESCE(p.first_name, users.first_name), \
+                 last_name = COALESCE(p.last_name, users.last_name), privacy_mode = COALESCE(p.privacy_mode, users.privacy_mode), \
+                 avatar = COALESCE(p.avatar, users.avatar), company_name = COALESCE(p.company_name, users.company_name), \
+                 company_title = COALESCE(p.company_title, users.company_title), updated_at_ms = $2 \
+                 FROM (SELECT value ->> 'user' AS id, value ->> 'first_name' AS first_name, value ->> 'last_name' AS last_name, \
+                              value ->> 'privacy_mode' AS privacy_mode, value ->> 'avatar' AS avatar, \
+                              value ->> 'company_name' AS company_name, value ->> 'company_title' AS company_title \
+                       FROM json_each($1)) AS p \
+                 WHERE users.id = p.id AND (p.first_name IS NOT NULL OR p.last_name IS NOT NULL OR p.privacy_mode IS NOT NULL \
+                       OR p.avatar IS NOT NULL OR p.company_name IS NOT NULL OR p.company_title IS NOT NULL)",
+            )
+            .bind(&sockets)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
         }
         // After the commit, positions before rings (see the Postgres store for why).
-        let mut registrations = Vec::with_capacity(opened.len());
-        for socket in opened {
-            let last_seq: Option<(i64,)> =
-                sqlx::query_as("SELECT last_seq FROM mailboxes WHERE user_id = $1")
-                    .bind(socket.user.as_str())
-                    .fetch_optional(&self.readers)
-                    .await?;
-            registrations.push(Registration {
-                last_seq: last_seq
-                    .and_then(|(s,)| u64::try_from(s).ok())
+        let users = serde_json::Value::Array(
+            opened
+                .iter()
+                .map(|s| serde_json::Value::from(s.user.as_str()))
+                .collect(),
+        )
+        .to_string();
+        let last_seqs: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT user_id, last_seq FROM mailboxes WHERE user_id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(&users)
+        .fetch_all(&self.readers)
+        .await?;
+        let rings = self.rings_of(&users, now_ms).await?;
+        Ok(opened
+            .iter()
+            .map(|socket| Registration {
+                last_seq: last_seqs
+                    .iter()
+                    .find(|(u, _)| u == socket.user.as_str())
+                    .and_then(|(_, s)| u64::try_from(*s).ok())
                     .unwrap_or_default(),
-                rings: Vec::new(),
-            });
-        }
-        for (socket, registration) in opened.iter().zip(&mut registrations) {
-            registration.rings = self.rings_for(&socket.user, now_ms).await?;
-        }
-        Ok(registrations)
+                rings: rings
+                    .iter()
+                    .filter(|(target, _)| target == &socket.user)
+                    .map(|(_, ring)| ring.clone())
+                    .collect(),
+            })
+            .collect())
     }
 
     async fn close_sockets(&self, connections: &[ConnectionId]) -> StoreResult<()> {
+        let ids = serde_json::Value::Array(
+            connections
+                .iter()
+                .map(|c| serde_json::Value::from(c.as_str()))
+                .collect(),
+        )
+        .to_string();
         let mut connection = self.writer.connection.lock().await;
-        let mut tx = Connection::begin(&mut *connection).await?;
-        for id in connections {
-            sqlx::query("DELETE FROM connections WHERE id = $1")
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+        sqlx::query("DELETE FROM connections WHERE id IN (SELECT value FROM json_each($1))")
+            .bind(ids)
+            .execute(&mut *connection)
+            .await?;
         Ok(())
     }
 
@@ -594,62 +700,13 @@ impl Store for SqliteStore {
     }
 
     async fn rings_for(&self, user: &UserId, now_ms: i64) -> StoreResult<Vec<Ring>> {
-        let rows: Vec<RequestRow> = sqlx::query_as(
-            "SELECT id, kind, initiator_id, target_id, videochat_id, engine, status, created_at_ms, expires_at_ms \
-             FROM videochat_requests WHERE target_id = $1 AND status = 'pending' AND expires_at_ms > $2 \
-             ORDER BY created_at_ms, id",
-        )
-        .bind(user.as_str())
-        .bind(now_ms)
-        .fetch_all(&self.readers)
-        .await?;
-        let mut shown = Vec::with_capacity(rows.len());
-        for ring in requests_from_rows(rows)? {
-            let initiator: Option<UserRow> = sqlx::query_as(
-                "SELECT id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title \
-                 FROM users WHERE id = $1",
-            )
-            .bind(ring.initiator.as_str())
-            .fetch_optional(&self.readers)
-            .await?;
-            let initiator = match initiator {
-                Some(row) => user_from_row(row)?,
-                None => UserProfile::bare(ring.initiator.clone()),
-            };
-            let (participants, counter) = match &ring.videochat_id {
-                Some(videochat) => {
-                    let rows: Vec<UserRow> = sqlx::query_as(
-                        "SELECT p.user_id, COALESCE(u.first_name, ''), COALESCE(u.last_name, ''), COALESCE(u.privacy_mode, 0), \
-                         COALESCE(u.avatar, ''), u.avatar_3d, COALESCE(u.company_name, ''), COALESCE(u.company_title, '') \
-                         FROM participants p LEFT JOIN users u ON u.id = p.user_id \
-                         WHERE p.videochat_id = $1 ORDER BY p.uid LIMIT $2",
-                    )
-                    .bind(videochat.as_str())
-                    .bind(MAX_RING_PARTICIPANTS)
-                    .fetch_all(&self.readers)
-                    .await?;
-                    let (count,): (i64,) =
-                        sqlx::query_as("SELECT COUNT(*) FROM participants WHERE videochat_id = $1")
-                            .bind(videochat.as_str())
-                            .fetch_one(&self.readers)
-                            .await?;
-                    (
-                        rows.into_iter()
-                            .map(user_from_row)
-                            .collect::<StoreResult<Vec<_>>>()?,
-                        u32::try_from(count).unwrap_or(u32::MAX),
-                    )
-                }
-                None => (Vec::new(), 0),
-            };
-            shown.push(crate::machine::ring_shown(
-                &ring,
-                initiator,
-                participants,
-                counter,
-            ));
-        }
-        Ok(shown)
+        let users = serde_json::Value::Array(vec![user.as_str().into()]).to_string();
+        Ok(self
+            .rings_of(&users, now_ms)
+            .await?
+            .into_iter()
+            .map(|(_, ring)| ring)
+            .collect())
     }
 
     async fn upsert_user(&self, user: &UserProfile, now_ms: i64) -> StoreResult<()> {
