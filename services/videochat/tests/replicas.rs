@@ -47,7 +47,8 @@ async fn replica(database_url: &str, listener: TcpListener) -> Part {
     Part { stop, task }
 }
 
-async fn gateway(grpc: SocketAddr) -> (Part, String) {
+/// A gateway on `grpc`, ready; returns it, its WebSocket URL and its HTTP address.
+async fn gateway(grpc: SocketAddr) -> (Part, String, SocketAddr) {
     let (mut config, _) = configs();
     config.handshake_url = format!("http://{grpc}");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -59,15 +60,20 @@ async fn gateway(grpc: SocketAddr) -> (Part, String) {
             .await
             .expect("gateway ran");
     });
+    until_ready(addr).await;
+    (Part { stop, task }, format!("ws://{addr}/ws"), addr)
+}
+
+/// Waits until the gateway at `addr` says its event stream is attached.
+async fn until_ready(addr: SocketAddr) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while http_get(addr, "/readyz").await.map(|(s, _)| s) != Some(200) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "gateway never ready"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    (Part { stop, task }, format!("ws://{addr}/ws"))
 }
 
 async fn connect(url: &str, user: &str) -> Client {
@@ -83,8 +89,8 @@ async fn rings_cross_replicas_and_survive_a_replica_restart() {
     let second_addr = second_listener.local_addr().unwrap();
     let first = replica(&db.url, first_listener).await;
     let second = replica(&db.url, second_listener).await;
-    let (gateway_one, ws_one) = gateway(first_addr).await;
-    let (gateway_two, ws_two) = gateway(second_addr).await;
+    let (gateway_one, ws_one, _) = gateway(first_addr).await;
+    let (gateway_two, ws_two, _) = gateway(second_addr).await;
 
     // alice's socket is on gateway one (replica one), bob's on gateway two (replica two).
     let mut alice = connect(&ws_one, "alice").await;
@@ -133,8 +139,8 @@ async fn a_gateway_restart_closes_sockets_with_1012_and_reconnects_find_their_ri
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc = listener.local_addr().unwrap();
     let service = replica(&db.url, listener).await;
-    let (old_gateway, old_ws) = gateway(grpc).await;
-    let (other_gateway, other_ws) = gateway(grpc).await;
+    let (old_gateway, old_ws, _) = gateway(grpc).await;
+    let (other_gateway, other_ws, _) = gateway(grpc).await;
 
     let bob = connect(&old_ws, "bob").await;
     let mut alice = connect(&other_ws, "alice").await;
@@ -160,4 +166,177 @@ async fn a_gateway_restart_closes_sockets_with_1012_and_reconnects_find_their_ri
     accept(&mut alice, &mut bob, &ring).await;
     other_gateway.stop().await;
     service.stop().await;
+}
+
+/// Rings `bob` and cancels the ring, `rounds` times; returns the client and the rings' ids.
+async fn ring_and_cancel(mut caller: Client, rounds: usize) -> (Client, Vec<String>) {
+    let mut rings = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let ring = ok(&caller
+            .request(
+                "videochat:requestDirectVideochat",
+                json!({ "targetUser": "bob" }),
+            )
+            .await)["videochatRequestId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        ok(&caller
+            .request(
+                "videochat:declineVideochatRequest",
+                json!({ "videochatRequestId": ring }),
+            )
+            .await);
+        rings.push(ring);
+    }
+    (caller, rings)
+}
+
+/// Runs every caller's rounds at once; returns the callers and all rings made.
+async fn round(callers: Vec<Client>, rounds: usize, rings: &mut Vec<String>) -> Vec<Client> {
+    let tasks: Vec<_> = callers
+        .into_iter()
+        .map(|caller| tokio::spawn(ring_and_cancel(caller, rounds)))
+        .collect();
+    let mut back = Vec::new();
+    for task in tasks {
+        let (caller, made) = task.await.expect("caller ran");
+        rings.extend(made);
+        back.push(caller);
+    }
+    back
+}
+
+/// Bob's events as (event id, type, ring id); panics on a duplicate event id.
+fn ledger(socket: &str, frames: &[serde_json::Value]) -> Vec<(String, String, String)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut events = Vec::new();
+    for frame in frames {
+        let kind = frame["type"].as_str().unwrap_or_default();
+        if kind != REQUESTED && kind != DECLINED {
+            continue;
+        }
+        let id = frame["event"]["id"].as_str().unwrap().to_owned();
+        assert!(seen.insert(id.clone()), "{socket} got event {id} twice");
+        let ring = frame["data"]["videochatRequestId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        events.push((id, kind.to_owned(), ring));
+    }
+    events
+}
+
+/// Bob has a socket on each gateway, each gateway on its own replica. Every event for him is
+/// pushed straight to one socket (by the replica that committed it) and read from the outbox
+/// for the other (by the other replica's follower), and, across a replica restart, replayed
+/// from the outbox to a reattaching gateway that had already been pushed part of it. Each socket
+/// must see every event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_reaches_each_socket_once_whether_pushed_or_read_from_the_outbox() {
+    const ROUNDS: usize = 6;
+    let db = TestDb::new(Backend::Postgres).await;
+    let first_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let first_addr = first_listener.local_addr().unwrap();
+    let second_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second_addr = second_listener.local_addr().unwrap();
+    let first = replica(&db.url, first_listener).await;
+    let second = replica(&db.url, second_listener).await;
+    let (gateway_one, ws_one, http_one) = gateway(first_addr).await;
+    let (gateway_two, ws_two, _) = gateway(second_addr).await;
+
+    let mut bob_one = connect(&ws_one, "bob").await;
+    let mut bob_two = connect(&ws_two, "bob").await;
+    let mut on_one = Vec::new();
+    let mut on_two = Vec::new();
+    for i in 0..2 {
+        on_one.push(connect(&ws_one, &format!("caller-one-{i}")).await);
+        on_two.push(connect(&ws_two, &format!("caller-two-{i}")).await);
+    }
+    let mut rings = Vec::new();
+
+    // Both replicas commit events for bob at once.
+    let mut callers = round(
+        on_one.into_iter().chain(on_two).collect(),
+        ROUNDS,
+        &mut rings,
+    )
+    .await;
+    let mut on_two = callers.split_off(2);
+    let on_one = callers;
+
+    // Replica one stops: gateway one (bob's first socket) is detached while replica two
+    // commits more of his events.
+    first.stop().await;
+    on_two = round(on_two, ROUNDS, &mut rings).await;
+
+    // Replica one returns; gateway one reattaches and replays from the outbox while replica two
+    // keeps committing bob's events (which replica one's follower pushes as they come, so the
+    // replay and the live push overlap).
+    let listener = TcpListener::bind(first_addr).await.expect("rebind");
+    let first = replica(&db.url, listener).await;
+    let reattached = CancellationToken::new();
+    let busy: Vec<_> = on_two
+        .into_iter()
+        .map(|mut caller| {
+            let reattached = reattached.clone();
+            tokio::spawn(async move {
+                let mut made = Vec::new();
+                while !reattached.is_cancelled() {
+                    let (back, ring) = ring_and_cancel(caller, 1).await;
+                    caller = back;
+                    made.extend(ring);
+                }
+                (caller, made)
+            })
+        })
+        .collect();
+    until_ready(http_one).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    reattached.cancel();
+    let mut callers = on_one;
+    for task in busy {
+        let (caller, made) = task.await.expect("caller ran");
+        rings.extend(made);
+        callers.push(caller);
+    }
+    // And then everyone at once again.
+    round(callers, ROUNDS, &mut rings).await;
+
+    let one = ledger(
+        "bob's first socket",
+        &bob_one.drain(Duration::from_secs(2)).await,
+    );
+    let two = ledger(
+        "bob's second socket",
+        &bob_two.drain(Duration::from_secs(2)).await,
+    );
+    assert!(rings.len() > 4 * ROUNDS + 2 * ROUNDS + 4 * ROUNDS);
+    for (socket, events) in [("first", &one), ("second", &two)] {
+        for kind in [REQUESTED, DECLINED] {
+            let mut got: Vec<&str> = events
+                .iter()
+                .filter(|(_, k, _)| k == kind)
+                .map(|(_, _, ring)| ring.as_str())
+                .collect();
+            got.sort_unstable();
+            let mut want: Vec<&str> = rings.iter().map(String::as_str).collect();
+            want.sort_unstable();
+            assert_eq!(
+                got, want,
+                "bob's {socket} socket: {kind} per ring, once each"
+            );
+        }
+    }
+    // Both sockets are one user's: the same events under the same ids.
+    let ids = |events: &[(String, String, String)]| {
+        let mut ids: Vec<String> = events.iter().map(|(id, _, _)| id.clone()).collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(ids(&one), ids(&two));
+
+    for part in [gateway_one, gateway_two, first, second] {
+        part.stop().await;
+    }
 }

@@ -431,6 +431,23 @@ impl Client {
         }
     }
 
+    /// Every frame queued or arriving until none has arrived for `quiet` (at most 30 s in all).
+    pub async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
+        let mut frames: Vec<Value> = self.inbox.drain(..).collect();
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::time::Instant::now() < give_up {
+            match tokio::time::timeout(quiet, self.ws.next()).await {
+                Err(_) => break,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    frames.push(serde_json::from_str(text.as_str()).expect("server sends JSON"))
+                }
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("{}: socket ended while draining: {other:?}", self.user),
+            }
+        }
+        frames
+    }
+
     /// Waits for the server to close the socket; returns the close code.
     pub async fn closed_by_server(mut self) -> Option<u16> {
         loop {
