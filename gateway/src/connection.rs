@@ -53,11 +53,11 @@ enum Ending {
 pub async fn run(ws: Ws, session: Session, shared: Arc<Shared>) {
     let (mut ws, ending) = serve(ws, &session, &shared).await;
     let socket = &session.socket;
-    shared.registry.close(socket);
+    let delivered = shared.registry.close(socket);
     metrics::gauge!("videochat_gateway_open_sockets").decrement(1.0);
     shared
         .link
-        .forget(&socket.connection_id, &socket.user_id)
+        .forget(&socket.connection_id, &socket.user_id, delivered)
         .await;
     let finish = async {
         match ending {

@@ -58,6 +58,8 @@ pub const EVENT_REQUESTED: &str = "videochat:videochatRequested";
 pub const EVENT_DIRECT_ACCEPTED: &str = "videochat:directVideochatRequestAccepted";
 pub const EVENT_ACCEPTED: &str = "videochat:videochatAccepted";
 pub const EVENT_DECLINED: &str = "videochat:videochatDeclined";
+/// Sent to a socket instead of the events it asked to resume from, when those are gone.
+pub const EVENT_RESYNC: &str = "videochat:resync";
 
 /// A frame that cannot be served, with what could be read of it for the error response.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod link;
 pub mod origin;
 pub mod registry;
+pub mod resume;
 pub mod server;
 pub mod state;
 pub mod upstream;

@@ -25,6 +25,9 @@ use crate::registry::{EventFrame, Registry, Socket};
 
 /// Presence messages queued towards the service.
 const OUTGOING_BUFFER: usize = 4096;
+/// How often delivered positions are reported (when they moved): a user's next socket is not
+/// sent again what another socket of the user was delivered more than this long ago.
+const REPORT_DELIVERED_EVERY: Duration = Duration::from_millis(100);
 
 /// What the service said about a newly opened socket.
 #[derive(Debug)]
@@ -33,6 +36,10 @@ pub struct Registered {
     pub last_seq: u64,
     /// The rings ringing for the user, to show at once.
     pub rings: Vec<pb::VideochatRequested>,
+    /// The user's events the socket is owed from before `last_seq`, in order.
+    pub missed: Vec<pb::Event>,
+    /// A snapshot instead, when those events are gone.
+    pub resync: Option<pb::Resync>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +101,7 @@ impl Link {
         &self,
         socket: &Socket,
         profile: pb::UserPatch,
+        resume_after: Option<u64>,
     ) -> Result<Registered, LinkError> {
         let outgoing = self.outgoing().ok_or(LinkError::Detached)?;
         let (done, confirmed) = oneshot::channel();
@@ -103,6 +111,7 @@ impl Link {
                 connection_id: socket.connection_id.clone(),
                 user_id: socket.user_id.clone(),
                 profile: Some(profile),
+                resume_after,
             })),
         };
         if outgoing.send(opened).await.is_err() {
@@ -123,7 +132,7 @@ impl Link {
     /// forgot it, so that a client who saw its close acknowledged can no longer be rung. If the
     /// link is down, the next attach states the sockets held without it, which corrects the
     /// service as well.
-    pub async fn forget(&self, connection_id: &str, user_id: &str) {
+    pub async fn forget(&self, connection_id: &str, user_id: &str, delivered_seq: u64) {
         let Some(outgoing) = self.outgoing() else {
             return;
         };
@@ -133,6 +142,7 @@ impl Link {
             kind: Some(pb::gateway_message::Kind::SocketClosed(pb::SocketClosed {
                 connection_id: connection_id.to_owned(),
                 user_id: user_id.to_owned(),
+                delivered_seq,
             })),
         };
         if outgoing.send(closed).await.is_err()
@@ -150,6 +160,15 @@ impl Link {
 
     fn forgetting(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<()>>> {
         self.forgetting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Users whose delivered position moved since the last report.
+    fn unreported_seen(&self) -> Vec<pb::Seen> {
+        self.registry
+            .unreported_seen()
+            .into_iter()
+            .map(|(user_id, seq)| pb::Seen { user_id, seq })
+            .collect()
     }
 
     /// Keeps the stream attached until `shutdown`, publishing readiness on `ready`.
@@ -221,10 +240,22 @@ impl Link {
             .await?
             .into_inner();
         let mut heartbeat = tokio::time::interval(Duration::from_secs(3));
+        let mut report = tokio::time::interval(REPORT_DELIVERED_EVERY);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = report.tick() => {
+                    let seen = self.unreported_seen();
+                    if !seen.is_empty() {
+                        let delivered = pb::GatewayMessage { kind: Some(pb::gateway_message::Kind::Delivered(pb::Delivered { seen })) };
+                        if outgoing.send(delivered).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
                 _ = heartbeat.tick() => {
-                    let beat = pb::GatewayMessage { kind: Some(pb::gateway_message::Kind::Heartbeat(pb::Heartbeat {})) };
+                    let seen = self.unreported_seen();
+                    let beat = pb::GatewayMessage { kind: Some(pb::gateway_message::Kind::Heartbeat(pb::Heartbeat { seen })) };
                     if outgoing.send(beat).await.is_err() {
                         return Ok(());
                     }
@@ -253,7 +284,12 @@ impl Link {
                         pb::service_message::Kind::SocketRegistered(registered) => {
                             if let Some(waiter) = self.waiting().remove(&registered.connection_id) {
                                 let result = if registered.error.is_empty() {
-                                    Ok(Registered { last_seq: registered.last_seq, rings: registered.pending_rings })
+                                    Ok(Registered {
+                                        last_seq: registered.last_seq,
+                                        rings: registered.pending_rings,
+                                        missed: registered.missed,
+                                        resync: registered.resync,
+                                    })
                                 } else {
                                     Err(LinkError::Refused(registered.error))
                                 };

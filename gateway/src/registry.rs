@@ -160,6 +160,8 @@ struct UserSockets {
     sockets: Vec<Arc<Socket>>,
     /// `None` until the first socket of the user here is registered.
     delivered: Option<Delivered>,
+    /// The delivered floor last reported to the service as seen.
+    reported: u64,
 }
 
 #[derive(Default)]
@@ -192,6 +194,7 @@ impl Registry {
         let entry = users.entry(user_id.to_owned()).or_insert(UserSockets {
             sockets: Vec::new(),
             delivered: None,
+            reported: 0,
         });
         entry.sockets.push(socket.clone());
         let count = entry.sockets.len();
@@ -222,9 +225,13 @@ impl Registry {
         }
     }
 
-    pub fn close(&self, socket: &Socket) {
+    /// Removes a socket; returns the user's delivered floor here (0 if nothing was), which the
+    /// service records as seen.
+    pub fn close(&self, socket: &Socket) -> u64 {
         let mut users = self.lock();
+        let mut floor = 0;
         if let Some(entry) = users.get_mut(&socket.user_id) {
+            floor = entry.delivered.as_ref().map_or(0, Delivered::floor);
             let before = entry.sockets.len();
             entry
                 .sockets
@@ -236,6 +243,7 @@ impl Registry {
                 users.remove(&socket.user_id);
             }
         }
+        floor
     }
 
     /// Hands an event to every socket of its user, unless that position was delivered before.
@@ -289,6 +297,21 @@ impl Registry {
                         delivered.floor(),
                     ));
                 }
+            }
+        }
+        out
+    }
+
+    /// Users whose delivered floor moved since the last call, with that floor (for the
+    /// service's seen positions; see the heartbeat in [`crate::link`]).
+    pub fn unreported_seen(&self) -> Vec<(String, u64)> {
+        let mut users = self.lock();
+        let mut out = Vec::new();
+        for (user, entry) in users.iter_mut() {
+            let floor = entry.delivered.as_ref().map_or(0, Delivered::floor);
+            if floor > entry.reported {
+                entry.reported = floor;
+                out.push((user.clone(), floor));
             }
         }
         out

@@ -24,12 +24,11 @@ use crate::auth::{AuthConfigError, Authenticator, token_from_request};
 use crate::config::GatewayConfig;
 use crate::connection::{self, Session, Ws};
 use crate::demo;
-use crate::envelope;
-use crate::frames;
 use crate::limits::{self, Limit, PendingUpgrades};
 use crate::link::{Link, now_ms};
 use crate::origin::{OriginError, OriginPolicy};
 use crate::registry::Registry;
+use crate::resume;
 use crate::state::Shared;
 use crate::upstream::{self, Upstream};
 
@@ -216,6 +215,10 @@ async fn upgrade(
             return unauthorized("missing token\n");
         }
     };
+    let resume_after = match resume::last_event_id(request.uri().query()) {
+        Ok(resume_after) => resume_after,
+        Err(error) => return text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
+    };
     let Some(accept_key) = websocket_accept_key(&request) else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -238,11 +241,18 @@ async fn upgrade(
             "too many sockets for this user\n",
         );
     }
-    let registered = match shared.link.register(&socket, principal.profile).await {
+    let registered = match shared
+        .link
+        .register(&socket, principal.profile, resume_after)
+        .await
+    {
         Ok(registered) => registered,
         Err(error) => {
-            shared.registry.close(&socket);
-            shared.link.forget(&connection_id, &principal.user_id).await;
+            let delivered = shared.registry.close(&socket);
+            shared
+                .link
+                .forget(&connection_id, &principal.user_id, delivered)
+                .await;
             tracing::warn!(%error, "cannot register socket with the service");
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -250,16 +260,12 @@ async fn upgrade(
             );
         }
     };
-    let now = now_ms();
-    let replay = registered
-        .rings
-        .iter()
-        .map(|ring| {
-            // Replays get a fresh id: they are today's view of the ring, not a stored event.
-            let id = format!("replay_{}", uuid::Uuid::now_v7().simple());
-            envelope::event(envelope::EVENT_REQUESTED, &id, frames::ring(ring), now)
-        })
-        .collect();
+    let replay = resume::owed_frames(
+        &registered.missed,
+        registered.resync.as_ref(),
+        &registered.rings,
+        now_ms(),
+    );
     shared.registry.registered(
         &socket,
         registered.last_seq,
@@ -293,11 +299,15 @@ async fn upgrade(
         match ws {
             Some(ws) => connection::run(ws, session, task_shared).await,
             None => {
-                task_shared.registry.close(&session.socket);
+                let delivered = task_shared.registry.close(&session.socket);
                 metrics::gauge!("videochat_gateway_open_sockets").decrement(1.0);
                 task_shared
                     .link
-                    .forget(&session.socket.connection_id, &session.socket.user_id)
+                    .forget(
+                        &session.socket.connection_id,
+                        &session.socket.user_id,
+                        delivered,
+                    )
                     .await;
             }
         }

@@ -32,7 +32,10 @@ pub struct HandshakeConfig {
     pub ring_timeout_s: f64,
 
     /// How long a gateway's sockets count as present without a heartbeat, in milliseconds.
-    #[arg(long, env = "VIDEOCHAT_PRESENCE_LEASE_MS", default_value_t = 15_000)]
+    /// Gateways heartbeat every quarter lease, so this is also the longest a gateway that died
+    /// without a goodbye keeps its users "available" (rings to nobody) — and how long a
+    /// database outage can last before gateways must reattach to restore presence.
+    #[arg(long, env = "VIDEOCHAT_PRESENCE_LEASE_MS", default_value_t = 6_000)]
     pub presence_lease_ms: u64,
 
     /// How often event streams re-read the outbox when no notification came, in milliseconds.

@@ -11,6 +11,8 @@ use crate::service::{Handshake, now_ms};
 
 /// The longest a timeout can go unnoticed if no wake-up comes (another replica's ring).
 const MAX_SLEEP: Duration = Duration::from_millis(500);
+/// How soon ring expiry tries again after a database error.
+const RETRY_AFTER_ERROR: Duration = Duration::from_millis(100);
 /// How often dead gateways are swept and old records pruned.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Idempotency keys are honoured for this long (CONTRACT §2).
@@ -40,8 +42,10 @@ pub async fn expire_rings(handshake: Handshake, shutdown: CancellationToken) {
                 }
             }
             Err(error) => {
+                // Soon: rings that fell due during a database outage must end as soon as it
+                // is back (and broken pooled connections are dropped one check at a time).
                 tracing::warn!(%error, "ring expiry failed; retrying");
-                MAX_SLEEP
+                RETRY_AFTER_ERROR
             }
         };
         tokio::select! {

@@ -18,6 +18,9 @@ use crate::store::{IdempotencyRecord, RecordedOutcome, Store, StoreError, Write}
 
 /// How often an operation is decided again after its facts went stale under it.
 const MAX_ATTEMPTS: usize = 8;
+/// How long a command keeps trying while the database is unreachable (below the gateway's
+/// default call deadline of 10 s).
+const RIDE_OUT: std::time::Duration = std::time::Duration::from_secs(6);
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -64,8 +67,35 @@ impl Handshake {
 
     /// Runs `command` for `actor` exactly once per idempotency key: a retry with the same key
     /// gets the first answer (reply or application error) and changes nothing.
+    ///
+    /// While the database is unreachable (a restart, a failover) the command is tried again
+    /// with backoff for up to [`RIDE_OUT`], so a short outage costs latency, not an error.
     #[tracing::instrument(name = "handshake.execute", skip_all, fields(videochat.operation = command.name(), videochat.user = %actor))]
     pub async fn execute(
+        &self,
+        actor: &UserId,
+        key: &IdempotencyKey,
+        command: &Command,
+        traceparent: &str,
+    ) -> Result<Reply, HandshakeError> {
+        let started = std::time::Instant::now();
+        let mut backoff = std::time::Duration::from_millis(25);
+        loop {
+            match self.execute_once(actor, key, command, traceparent).await {
+                Err(HandshakeError::Store(StoreError::Unavailable(error)))
+                    if started.elapsed() + backoff < RIDE_OUT =>
+                {
+                    tracing::warn!(%error, ?backoff, operation = command.name(), "database unavailable; trying again");
+                    metrics::counter!("videochat_store_unavailable_retries_total").increment(1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn execute_once(
         &self,
         actor: &UserId,
         key: &IdempotencyKey,

@@ -207,6 +207,9 @@ async fn real_frames_match_the_asyncapi_document() {
     capture
         .event(&mut dave, REQUESTED, "videochatRequested")
         .await;
+    // Once dave's phone's delivery is reported (every 100 ms), the ring is seen: the laptop is
+    // shown it as a replay, not as a missed event.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let mut dave_laptop = app.connect("dave").await;
     let replay = capture
         .event(&mut dave_laptop, REQUESTED, "videochatRequested")
@@ -316,6 +319,12 @@ async fn real_frames_match_the_asyncapi_document() {
             10015,
         )
         .await;
+
+    // A client resuming from a position never reached is sent a snapshot.
+    let url = format!("{}?lastEventId=999999", app.ws_url());
+    let mut resuming = Client::connect(&url, "alice", &TestApp::token("alice")).await;
+    let resync = capture.event(&mut resuming, RESYNC, "resync").await;
+    assert!(!resync["data"]["videochats"].as_array().unwrap().is_empty());
 
     // A ring nobody answers: timeout, on a stack whose rings last a second.
     let quick = TestApp::spawn_with(Backend::Sqlite, |_, handshake| {

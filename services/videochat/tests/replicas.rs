@@ -340,3 +340,42 @@ async fn every_event_reaches_each_socket_once_whether_pushed_or_read_from_the_ou
         part.stop().await;
     }
 }
+
+/// Alice's gateway goes away while her ring to bob is live; bob declines meanwhile. When alice
+/// reconnects through another gateway a moment later, she is told how her call ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initiator_whose_gateway_died_learns_the_outcome_after_reconnecting() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let first_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let first_addr = first_listener.local_addr().unwrap();
+    let second_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second_addr = second_listener.local_addr().unwrap();
+    let first = replica(&db.url, first_listener).await;
+    let second = replica(&db.url, second_listener).await;
+    let (gateway_one, ws_one, _) = gateway(first_addr).await;
+    let (gateway_two, ws_two, _) = gateway(second_addr).await;
+
+    let mut alice = connect(&ws_one, "alice").await;
+    let mut bob = connect(&ws_two, "bob").await;
+    let ring = ring(&mut alice, &mut bob).await;
+    let stopping = tokio::spawn(gateway_one.stop());
+    assert_eq!(alice.closed_by_server().await, Some(1012));
+    stopping.await.unwrap();
+    ok(&bob
+        .request(
+            "videochat:declineVideochatRequest",
+            json!({ "videochatRequestId": ring }),
+        )
+        .await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut alice = connect(&ws_two, "alice").await;
+    let declined = alice.event(DECLINED).await;
+    assert_eq!(declined["data"]["videochatRequestId"], ring);
+    assert_eq!(declined["data"]["reason"], "declined");
+    alice.no_event(DECLINED, Duration::from_millis(300)).await;
+
+    for part in [gateway_two, first, second] {
+        part.stop().await;
+    }
+}

@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use videochat_proto::v1 as pb;
 
+use super::resume::{self, Opening};
 use super::{Hub, LinkSender, stored_to_pb};
 use crate::domain::{ConnectionId, GatewayId, UserId};
-use crate::grpc::convert::ring_to_pb;
 use crate::service::now_ms;
-use crate::store::{OpenedSocket, Store};
+use crate::store::{EventRange, OpenedSocket, Registration, Store, StoreResult};
 
 /// Most sockets registered in one transaction.
 const REGISTER_BATCH: usize = 512;
@@ -35,8 +35,12 @@ pub struct HeldSocket {
 /// What a gateway says on its link after Hello.
 pub enum Presence {
     Opened(OpenedSocket),
-    Closed(ConnectionId, UserId),
-    Heartbeat,
+    /// A socket closed; the newest position of its user delivered on that gateway.
+    Closed(ConnectionId, UserId, u64),
+    /// The lease is renewed; users whose delivered position advanced, with that position.
+    Heartbeat(Vec<(UserId, u64)>),
+    /// Users whose delivered position advanced, with that position.
+    Delivered(Vec<(UserId, u64)>),
 }
 
 /// What every link of a replica shares.
@@ -97,23 +101,50 @@ impl Links {
                         break;
                     }
                 }
-                Some(Ok(Presence::Closed(connection, user))) => {
+                Some(Ok(Presence::Closed(connection, user, delivered))) => {
                     self.hub.remove_socket(link, &user);
                     if to_register
-                        .send(Presence::Closed(connection, user))
+                        .send(Presence::Closed(connection, user, delivered))
                         .await
                         .is_err()
                     {
                         break;
                     }
                 }
-                Some(Ok(Presence::Heartbeat)) => {
-                    if let Err(error) = self
+                Some(Ok(Presence::Delivered(seen))) => {
+                    if to_register.send(Presence::Delivered(seen)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Presence::Heartbeat(seen))) => {
+                    match self
                         .store
                         .renew_gateway_lease(&gateway, self.lease_until())
                         .await
                     {
-                        tracing::warn!(%gateway, %error, "cannot renew presence lease");
+                        Ok(true) => {}
+                        Ok(false) => {
+                            // Its lease ran out (the database was unreachable longer than the
+                            // lease) and its sockets were swept: have it attach again and state
+                            // them, or its users would stay unavailable.
+                            tracing::warn!(%gateway, "presence lease lapsed; asking the gateway to reattach");
+                            metrics::counter!("videochat_gateway_leases_lapsed_total").increment(1);
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%gateway, %error, "cannot renew presence lease");
+                        }
+                    }
+                    if let Err(error) = self.store.mark_seen(&seen).await {
+                        tracing::warn!(%gateway, %error, "cannot record delivered positions");
+                    }
+                    // Lets the registrar retry closes it could not record yet.
+                    if to_register
+                        .send(Presence::Heartbeat(Vec::new()))
+                        .await
+                        .is_err()
+                    {
+                        break;
                     }
                 }
                 Some(Err(status)) => {
@@ -161,15 +192,26 @@ impl Links {
             let cursor = cursors.entry(&socket.user).or_insert(socket.delivered_seq);
             *cursor = (*cursor).min(socket.delivered_seq);
         }
-        let cursors: Vec<(UserId, u64)> = cursors
+        let seen: Vec<(UserId, u64)> = cursors
             .into_iter()
             .map(|(user, seq)| (user.clone(), seq))
             .collect();
+        let ranges: Vec<EventRange> = seen
+            .iter()
+            .map(|(user, after)| EventRange {
+                user: user.clone(),
+                after: *after,
+                through: u64::MAX,
+            })
+            .collect();
         let missed = self
             .store
-            .events_after(&cursors)
+            .events_in(&ranges)
             .await
             .map_err(crate::error::HandshakeError::from)?;
+        if let Err(error) = self.store.mark_seen(&seen).await {
+            tracing::warn!(%gateway, %error, "cannot record delivered positions");
+        }
         if !missed.is_empty() {
             tracing::info!(%gateway, events = missed.len(), "catching a gateway up");
             metrics::counter!("videochat_events_replayed_total").increment(missed.len() as u64);
@@ -200,12 +242,19 @@ impl Links {
         while let Some(first) = presence.recv().await {
             let mut opened = Vec::new();
             let mut closed = std::mem::take(&mut unclosed);
+            let mut seen = Vec::new();
             let mut next = Some(first);
             while let Some(message) = next.take() {
                 match message {
                     Presence::Opened(socket) => opened.push(socket),
-                    Presence::Closed(connection, _) => closed.push(connection),
-                    Presence::Heartbeat => {}
+                    Presence::Closed(connection, user, delivered) => {
+                        closed.push(connection);
+                        if delivered > 0 {
+                            seen.push((user, delivered));
+                        }
+                    }
+                    Presence::Heartbeat(_) => {}
+                    Presence::Delivered(delivered) => seen.extend(delivered),
                 }
                 if opened.len() < REGISTER_BATCH {
                     next = presence.try_recv().ok();
@@ -213,6 +262,9 @@ impl Links {
             }
             if !opened.is_empty() {
                 self.register_batch(&gateway, &opened, &sender).await;
+            }
+            if let Err(error) = self.store.mark_seen(&seen).await {
+                tracing::warn!(%gateway, %error, "cannot record delivered positions");
             }
             if closed.is_empty() {
                 continue;
@@ -241,6 +293,38 @@ impl Links {
         }
     }
 
+    /// The registration replies: each socket's start position and what it is owed before it.
+    async fn owed(
+        &self,
+        opened: &[OpenedSocket],
+        registered: StoreResult<Vec<Registration>>,
+    ) -> StoreResult<Vec<pb::SocketRegistered>> {
+        let registrations = registered?;
+        let openings: Vec<Opening<'_>> = opened
+            .iter()
+            .zip(&registrations)
+            .map(|(socket, registration)| Opening {
+                user: &socket.user,
+                resume_after: socket.resume_after,
+                registration,
+            })
+            .collect();
+        let owed = resume::owed(self.store.as_ref(), &openings, now_ms()).await?;
+        Ok(opened
+            .iter()
+            .zip(registrations)
+            .zip(owed)
+            .map(|((socket, registration), owed)| pb::SocketRegistered {
+                connection_id: socket.connection.to_string(),
+                error: String::new(),
+                last_seq: registration.last_seq,
+                pending_rings: owed.rings,
+                missed: owed.missed,
+                resync: owed.resync,
+            })
+            .collect())
+    }
+
     async fn register_batch(
         &self,
         gateway: &GatewayId,
@@ -252,17 +336,8 @@ impl Links {
             .store
             .register_sockets(gateway, opened, self.lease_until(), now_ms())
             .await;
-        let replies: Vec<pb::SocketRegistered> = match result {
-            Ok(registrations) => opened
-                .iter()
-                .zip(registrations)
-                .map(|(socket, registration)| pb::SocketRegistered {
-                    connection_id: socket.connection.to_string(),
-                    error: String::new(),
-                    last_seq: registration.last_seq,
-                    pending_rings: registration.rings.iter().map(ring_to_pb).collect(),
-                })
-                .collect(),
+        let replies: Vec<pb::SocketRegistered> = match self.owed(opened, result).await {
+            Ok(replies) => replies,
             Err(error) => {
                 tracing::warn!(%gateway, %error, sockets = opened.len(), "cannot register sockets");
                 opened

@@ -14,10 +14,14 @@
 //!    it delivered; its [`link`] sends it everything after that from the outbox before any live
 //!    event. A replica crash between commit and push therefore costs latency, not events.
 //! 5. Delivery is at-least-once; gateways drop positions they already delivered.
+//! 6. A socket that opens is sent what its user has not seen ([`resume`]): the events after the
+//!    position its client resumes from, or after the last one delivered to any socket of the
+//!    user (events due while the user had no socket), or a snapshot when those are gone.
 
 pub mod follower;
 mod hub;
 pub mod link;
+pub mod resume;
 
 pub use hub::{Hub, LINK_BUFFER, LinkSender};
 

@@ -9,6 +9,7 @@ use crate::domain::{
     Avatar3D, Event, IdempotencyKey, InvalidId, JoinCredentials, Permissions, Ring, UserId,
     UserPatch, UserProfile,
 };
+use crate::store::Snapshot;
 
 pub(crate) fn parse_id<T>(
     field: &'static str,
@@ -177,5 +178,34 @@ pub(crate) fn event_kind_to_pb(event: &Event) -> pb::event::Kind {
                 reason: reason.as_str().to_owned(),
             })
         }
+    }
+}
+
+pub(crate) fn snapshot_to_pb(snapshot: &Snapshot) -> pb::Resync {
+    pb::Resync {
+        incoming: snapshot.incoming.iter().map(ring_to_pb).collect(),
+        outgoing: snapshot
+            .outgoing
+            .iter()
+            .map(|ring| pb::OutgoingRing {
+                videochat_request_id: ring.request_id.to_string(),
+                target_user: Some(user_to_pb(&ring.target)),
+                videochat_id: ring
+                    .videochat_id
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                expires_at: ring.expires_at_ms,
+            })
+            .collect(),
+        videochats: snapshot
+            .videochats
+            .iter()
+            .map(|videochat| pb::VideochatSummary {
+                videochat_id: videochat.id.to_string(),
+                participants: videochat.participants.iter().map(user_to_pb).collect(),
+                counter: videochat.counter,
+            })
+            .collect(),
     }
 }

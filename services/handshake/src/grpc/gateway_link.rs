@@ -95,6 +95,7 @@ async fn read_presence(
                     )?,
                     user: parse_id("socket_opened.user_id", opened.user_id, UserId::parse)?,
                     profile: patch_from_pb(opened.profile)?,
+                    resume_after: opened.resume_after,
                 }))
             }
             Some(pb::gateway_message::Kind::SocketClosed(closed)) => Ok(Presence::Closed(
@@ -104,8 +105,14 @@ async fn read_presence(
                     ConnectionId::parse,
                 )?,
                 parse_id("socket_closed.user_id", closed.user_id, UserId::parse)?,
+                closed.delivered_seq,
             )),
-            Some(pb::gateway_message::Kind::Heartbeat(_)) => Ok(Presence::Heartbeat),
+            Some(pb::gateway_message::Kind::Heartbeat(beat)) => {
+                parse_seen(beat.seen).map(Presence::Heartbeat)
+            }
+            Some(pb::gateway_message::Kind::Delivered(delivered)) => {
+                parse_seen(delivered.seen).map(Presence::Delivered)
+            }
             Some(pb::gateway_message::Kind::Hello(_)) => {
                 Err(invalid("hello", "Hello comes once, first"))
             }
@@ -116,4 +123,15 @@ async fn read_presence(
             return;
         }
     }
+}
+
+fn parse_seen(seen: Vec<pb::Seen>) -> Result<Vec<(UserId, u64)>, Status> {
+    seen.into_iter()
+        .map(|seen| {
+            Ok((
+                parse_id("seen.user_id", seen.user_id, UserId::parse)?,
+                seen.seq,
+            ))
+        })
+        .collect()
 }

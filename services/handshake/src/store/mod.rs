@@ -15,7 +15,7 @@
 //! the behaviour tests run unchanged on both.
 
 mod facts;
-mod postgres;
+pub(crate) mod postgres;
 mod rows;
 mod sqlite;
 
@@ -26,7 +26,8 @@ use tokio::sync::watch;
 
 use crate::change::{Change, Facts};
 use crate::domain::{
-    ConnectionId, GatewayId, IdempotencyKey, Ring, UserId, UserPatch, UserProfile, VideochatRequest,
+    ConnectionId, GatewayId, IdempotencyKey, RequestId, Ring, UserId, UserPatch, UserProfile,
+    VideochatId, VideochatRequest,
 };
 use crate::machine::Command;
 
@@ -47,6 +48,11 @@ pub enum StoreError {
     /// A row holds a value this version of the service cannot read.
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    /// The database could not be reached, or dropped the connection (restart, failover,
+    /// network). Nothing is known to have been written; retrying is safe (a write that did
+    /// commit left its idempotency record, which the retry finds).
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -63,6 +69,26 @@ impl From<sqlx::Error> for StoreError {
             if db.is_unique_violation() || retryable_pg {
                 return StoreError::Conflict;
             }
+            // Postgres: admin_shutdown, crash_shutdown, cannot_connect_now, connection
+            // exceptions (class 08).
+            let gone = db
+                .code()
+                .is_some_and(|c| c.starts_with("57P") || c.starts_with("08"));
+            if gone {
+                postgres::suspect_connections();
+                return StoreError::Unavailable(e);
+            }
+        }
+        if matches!(
+            e,
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::WorkerCrashed
+        ) {
+            postgres::suspect_connections();
+            return StoreError::Unavailable(e);
         }
         StoreError::Database(e)
     }
@@ -115,6 +141,8 @@ pub struct OpenedSocket {
     pub connection: ConnectionId,
     pub user: UserId,
     pub profile: UserPatch,
+    /// The last position the client says it saw (`lastEventId`), if it sent one.
+    pub resume_after: Option<u64>,
 }
 
 /// What a newly registered socket must know.
@@ -122,8 +150,48 @@ pub struct OpenedSocket {
 pub struct Registration {
     /// The user's newest mailbox position: the socket gets the events after it.
     pub last_seq: u64,
+    /// The newest position a gateway reported delivered to some socket of the user.
+    pub seen_seq: u64,
     /// The rings ringing for the user now.
     pub rings: Vec<Ring>,
+}
+
+/// One user's events after `after`, up to and including `through`.
+#[derive(Clone, Debug)]
+pub struct EventRange {
+    pub user: UserId,
+    pub after: u64,
+    pub through: u64,
+}
+
+/// A user's state now, for a client whose event history is gone (`videochat:resync`).
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Rings ringing for the user.
+    pub incoming: Vec<Ring>,
+    /// The user's own pending rings.
+    pub outgoing: Vec<OutgoingRing>,
+    /// The videochats the user is in, newest first (at most [`SNAPSHOT_VIDEOCHATS`]).
+    pub videochats: Vec<VideochatSummary>,
+}
+
+/// Most videochats a snapshot lists.
+pub const SNAPSHOT_VIDEOCHATS: i64 = 20;
+
+#[derive(Clone, Debug)]
+pub struct OutgoingRing {
+    pub request_id: RequestId,
+    pub target: UserProfile,
+    pub videochat_id: Option<VideochatId>,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct VideochatSummary {
+    pub id: VideochatId,
+    /// Up to 10 participants.
+    pub participants: Vec<UserProfile>,
+    pub counter: u32,
 }
 
 /// The database.
@@ -173,14 +241,22 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreResult<()>;
 
-    /// Renews a gateway's presence lease.
-    async fn renew_gateway_lease(&self, gateway: &GatewayId, until_ms: i64) -> StoreResult<()>;
+    /// Renews a gateway's presence lease. False if the gateway is not known (its lease ran out
+    /// and its sockets were swept): it must attach again, stating its sockets.
+    async fn renew_gateway_lease(&self, gateway: &GatewayId, until_ms: i64) -> StoreResult<bool>;
 
     /// Forgets sockets of gateways whose lease ran out before `before_ms`.
     async fn sweep_dead_gateways(&self, before_ms: i64) -> StoreResult<u64>;
 
-    /// Each user's events after the given position, in order (for a gateway that reattaches).
-    async fn events_after(&self, cursors: &[(UserId, u64)]) -> StoreResult<Vec<StoredEvent>>;
+    /// The events in each range still kept, in order per user.
+    async fn events_in(&self, ranges: &[EventRange]) -> StoreResult<Vec<StoredEvent>>;
+
+    /// Records that each user's events up to the position were delivered to some socket
+    /// (positions only move forward).
+    async fn mark_seen(&self, seen: &[(UserId, u64)]) -> StoreResult<()>;
+
+    /// The user's rings and videochats now.
+    async fn snapshot(&self, user: &UserId, now_ms: i64) -> StoreResult<Snapshot>;
 
     /// Events that other replicas (origin other than this store's) committed in transactions at
     /// or above `cursor`, up to the oldest transaction still running; `None` starts at that
@@ -211,6 +287,75 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 }
 
+/// Reads the parts of a [`Snapshot`] that both backends read with the same SQL.
+pub(crate) async fn snapshot_from<DB>(
+    pool: &sqlx::Pool<DB>,
+    user: &UserId,
+    now_ms: i64,
+    incoming: Vec<Ring>,
+) -> StoreResult<Snapshot>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> rows::OutgoingRow: sqlx::FromRow<'r, DB::Row>,
+    for<'r> (String, i64): sqlx::FromRow<'r, DB::Row>,
+    for<'r> rows::UserRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let outgoing: Vec<rows::OutgoingRow> = sqlx::query_as(
+        "SELECT r.id, r.videochat_id, r.expires_at_ms, r.target_id, COALESCE(u.first_name, ''), \
+         COALESCE(u.last_name, ''), COALESCE(u.privacy_mode, 0), COALESCE(u.avatar, ''), u.avatar_3d, \
+         COALESCE(u.company_name, ''), COALESCE(u.company_title, '') \
+         FROM videochat_requests r LEFT JOIN users u ON u.id = r.target_id \
+         WHERE r.initiator_id = $1 AND r.status = 'pending' AND r.expires_at_ms > $2 \
+         ORDER BY r.created_at_ms, r.id",
+    )
+    .bind(user.as_str())
+    .bind(now_ms)
+    .fetch_all(pool)
+    .await?;
+    let videochats: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT v.id, (SELECT COUNT(*) FROM participants c WHERE c.videochat_id = v.id) \
+         FROM participants p JOIN videochats v ON v.id = p.videochat_id \
+         WHERE p.user_id = $1 ORDER BY v.created_at_ms DESC, v.id LIMIT $2",
+    )
+    .bind(user.as_str())
+    .bind(SNAPSHOT_VIDEOCHATS)
+    .fetch_all(pool)
+    .await?;
+    let mut summaries = Vec::with_capacity(videochats.len());
+    for (id, counter) in videochats {
+        let participants: Vec<rows::UserRow> = sqlx::query_as(
+            "SELECT p.user_id, COALESCE(u.first_name, ''), COALESCE(u.last_name, ''), COALESCE(u.privacy_mode, 0), \
+             COALESCE(u.avatar, ''), u.avatar_3d, COALESCE(u.company_name, ''), COALESCE(u.company_title, '') \
+             FROM participants p LEFT JOIN users u ON u.id = p.user_id \
+             WHERE p.videochat_id = $1 ORDER BY p.uid LIMIT $2",
+        )
+        .bind(id.as_str())
+        .bind(crate::machine::MAX_RING_PARTICIPANTS)
+        .fetch_all(pool)
+        .await?;
+        summaries.push(VideochatSummary {
+            id: rows::videochat_id(id)?,
+            participants: participants
+                .into_iter()
+                .map(rows::user_from_row)
+                .collect::<StoreResult<_>>()?,
+            counter: u32::try_from(counter).unwrap_or(u32::MAX),
+        });
+    }
+    Ok(Snapshot {
+        incoming,
+        outgoing: outgoing
+            .into_iter()
+            .map(rows::outgoing_from_row)
+            .collect::<StoreResult<_>>()?,
+        videochats: summaries,
+    })
+}
+
 /// Opens the store for a `DATABASE_URL` (`postgres://…` or `sqlite://…`) and applies
 /// migrations. `origin` names this replica in the outbox.
 pub async fn connect(url: &str, max_connections: u32, origin: &str) -> StoreResult<Arc<dyn Store>> {
@@ -231,6 +376,20 @@ pub async fn connect(url: &str, max_connections: u32, origin: &str) -> StoreResu
 pub async fn migrate(url: &str) -> StoreResult<&'static str> {
     let store = connect(url, 1, "migrate").await?;
     Ok(store.backend())
+}
+
+/// A user's (newest, seen) mailbox positions among `(user, last_seq, seen_seq)` rows; zeros for
+/// a user without a mailbox yet.
+pub(crate) fn positions_of(rows: &[(String, i64, i64)], user: &UserId) -> (u64, u64) {
+    rows.iter()
+        .find(|(u, _, _)| u == user.as_str())
+        .map(|(_, last, seen)| {
+            (
+                u64::try_from(*last).unwrap_or_default(),
+                u64::try_from(*seen).unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// A watch channel used as a level-triggered "something new" signal.

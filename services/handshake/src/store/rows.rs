@@ -122,3 +122,47 @@ pub(super) fn videochat_from_row(
         created_at_ms,
     })
 }
+
+/// A pending ring of the user's own, with its target's profile (see [`outgoing_from_row`]).
+pub(super) type OutgoingRow = (
+    String,
+    Option<String>,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+    String,
+    String,
+);
+
+pub(super) fn outgoing_from_row(row: OutgoingRow) -> StoreResult<super::OutgoingRing> {
+    let (
+        id,
+        videochat,
+        expires_at_ms,
+        target,
+        first,
+        last,
+        privacy,
+        avatar,
+        avatar_3d,
+        company,
+        title,
+    ) = row;
+    let table = "videochat_requests";
+    Ok(super::OutgoingRing {
+        request_id: id.try_into().map_err(|e| corrupt(table, e))?,
+        target: user_from_row((
+            target, first, last, privacy, avatar, avatar_3d, company, title,
+        ))?,
+        videochat_id: videochat.map(videochat_id).transpose()?,
+        expires_at_ms,
+    })
+}
+
+pub(super) fn videochat_id(id: String) -> StoreResult<VideochatId> {
+    id.try_into().map_err(|e| corrupt("videochats", e))
+}

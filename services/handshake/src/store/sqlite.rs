@@ -23,8 +23,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::facts::{self, FactRow, Param};
 use super::rows::{RequestRow, UserRow, avatar_3d_json, requests_from_rows, user_from_row};
 use super::{
-    Followed, IdempotencyRecord, NewEvent, OpenedSocket, RecordedOutcome, Registration, Store,
-    StoreError, StoreResult, StoredEvent, Write,
+    EventRange, Followed, IdempotencyRecord, NewEvent, OpenedSocket, RecordedOutcome, Registration,
+    Snapshot, Store, StoreError, StoreResult, StoredEvent, Write, positions_of, snapshot_from,
 };
 use crate::change::{Change, Facts};
 use crate::domain::{
@@ -545,8 +545,10 @@ impl Store for SqliteStore {
                 .collect(),
         )
         .to_string();
-        let last_seqs: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT user_id, last_seq FROM mailboxes WHERE user_id IN (SELECT value FROM json_each($1))",
+        let last_seqs: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT m.user_id, m.last_seq, COALESCE(s.seen_seq, 0) FROM mailboxes m \
+             LEFT JOIN mailbox_seen s ON s.user_id = m.user_id \
+             WHERE m.user_id IN (SELECT value FROM json_each($1))",
         )
         .bind(&users)
         .fetch_all(&self.readers)
@@ -554,17 +556,17 @@ impl Store for SqliteStore {
         let rings = self.rings_of(&users, now_ms).await?;
         Ok(opened
             .iter()
-            .map(|socket| Registration {
-                last_seq: last_seqs
-                    .iter()
-                    .find(|(u, _)| u == socket.user.as_str())
-                    .and_then(|(_, s)| u64::try_from(*s).ok())
-                    .unwrap_or_default(),
-                rings: rings
-                    .iter()
-                    .filter(|(target, _)| target == &socket.user)
-                    .map(|(_, ring)| ring.clone())
-                    .collect(),
+            .map(|socket| {
+                let (last_seq, seen_seq) = positions_of(&last_seqs, &socket.user);
+                Registration {
+                    last_seq,
+                    seen_seq,
+                    rings: rings
+                        .iter()
+                        .filter(|(target, _)| target == &socket.user)
+                        .map(|(_, ring)| ring.clone())
+                        .collect(),
+                }
             })
             .collect())
     }
@@ -622,17 +624,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn renew_gateway_lease(&self, gateway: &GatewayId, until_ms: i64) -> StoreResult<()> {
+    async fn renew_gateway_lease(&self, gateway: &GatewayId, until_ms: i64) -> StoreResult<bool> {
         let mut connection = self.writer.connection.lock().await;
-        sqlx::query(
-            "INSERT INTO gateways (id, lease_expires_at_ms) VALUES ($1, $2) \
-             ON CONFLICT (id) DO UPDATE SET lease_expires_at_ms = excluded.lease_expires_at_ms",
-        )
-        .bind(gateway.as_str())
-        .bind(until_ms)
-        .execute(&mut *connection)
-        .await?;
-        Ok(())
+        let renewed = sqlx::query("UPDATE gateways SET lease_expires_at_ms = $2 WHERE id = $1")
+            .bind(gateway.as_str())
+            .bind(until_ms)
+            .execute(&mut *connection)
+            .await?;
+        Ok(renewed.rows_affected() == 1)
     }
 
     async fn sweep_dead_gateways(&self, before_ms: i64) -> StoreResult<u64> {
@@ -652,15 +651,17 @@ impl Store for SqliteStore {
         Ok(connections.rows_affected())
     }
 
-    async fn events_after(&self, cursors: &[(UserId, u64)]) -> StoreResult<Vec<StoredEvent>> {
+    async fn events_in(&self, ranges: &[EventRange]) -> StoreResult<Vec<StoredEvent>> {
+        let position = |p: u64| i64::try_from(p).unwrap_or(i64::MAX);
         let mut events = Vec::new();
-        for (user, after) in cursors {
+        for range in ranges {
             let rows: Vec<EventRow> = sqlx::query_as(
                 "SELECT recipient_user_id, seq, payload, traceparent, created_at_ms FROM outbox_events \
-                 WHERE recipient_user_id = $1 AND seq > $2 ORDER BY seq",
+                 WHERE recipient_user_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
             )
-            .bind(user.as_str())
-            .bind(i64::try_from(*after).unwrap_or(i64::MAX))
+            .bind(range.user.as_str())
+            .bind(position(range.after))
+            .bind(position(range.through))
             .fetch_all(&self.readers)
             .await?;
             for row in rows {
@@ -668,6 +669,33 @@ impl Store for SqliteStore {
             }
         }
         Ok(events)
+    }
+
+    async fn mark_seen(&self, seen: &[(UserId, u64)]) -> StoreResult<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let pairs = serde_json::Value::Array(
+            seen.iter()
+                .map(|(user, seq)| serde_json::json!([user.as_str(), seq]))
+                .collect(),
+        )
+        .to_string();
+        let mut connection = self.writer.connection.lock().await;
+        sqlx::query(
+            "INSERT INTO mailbox_seen (user_id, seen_seq) \
+             SELECT value ->> 0, MAX(value ->> 1) FROM json_each($1) GROUP BY value ->> 0 \
+             ON CONFLICT (user_id) DO UPDATE SET seen_seq = MAX(mailbox_seen.seen_seq, excluded.seen_seq)",
+        )
+        .bind(pairs)
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
+    }
+
+    async fn snapshot(&self, user: &UserId, now_ms: i64) -> StoreResult<Snapshot> {
+        let incoming = self.rings_for(user, now_ms).await?;
+        snapshot_from(&self.readers, user, now_ms, incoming).await
     }
 
     async fn follow(&self, cursor: Option<u64>) -> StoreResult<Followed> {

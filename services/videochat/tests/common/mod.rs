@@ -30,7 +30,8 @@ pub const REQUESTED: &str = "videochat:videochatRequested";
 pub const DIRECT_ACCEPTED: &str = "videochat:directVideochatRequestAccepted";
 pub const ACCEPTED: &str = "videochat:videochatAccepted";
 pub const DECLINED: &str = "videochat:videochatDeclined";
-const EVENT_TYPES: [&str; 4] = [REQUESTED, DIRECT_ACCEPTED, ACCEPTED, DECLINED];
+pub const RESYNC: &str = "videochat:resync";
+const EVENT_TYPES: [&str; 5] = [REQUESTED, DIRECT_ACCEPTED, ACCEPTED, DECLINED, RESYNC];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -298,7 +299,8 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str, user: &str, token: &str) -> Self {
-        let url = format!("{url}?access_token={token}");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{separator}access_token={token}");
         let (ws, response) = tokio_tungstenite::connect_async(url)
             .await
             .unwrap_or_else(|e| panic!("{user} cannot connect: {e}"));

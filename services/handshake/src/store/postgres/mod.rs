@@ -12,7 +12,7 @@
 //! this replica's origin; the others' followers then read the outbox ([`Store::follow`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,8 +32,8 @@ use self::load::{LoadJob, Loads};
 use super::facts::{self, FactRow};
 use super::rows::{RequestRow, UserRow, avatar_3d_json, requests_from_rows, user_from_row};
 use super::{
-    Followed, IdempotencyRecord, OpenedSocket, RecordedOutcome, Registration, Store, StoreError,
-    StoreResult, StoredEvent, Write,
+    EventRange, Followed, IdempotencyRecord, OpenedSocket, RecordedOutcome, Registration, Snapshot,
+    Store, StoreError, StoreResult, StoredEvent, Write, positions_of, snapshot_from,
 };
 use crate::change::Facts;
 use crate::domain::{
@@ -68,6 +68,20 @@ pub struct PostgresStore {
     applies: Batcher<ApplyJob, Vec<u64>>,
     /// Stops the LISTEN, NOTIFY and batch tasks when the store is dropped.
     _tasks: DropGuard,
+}
+
+/// Until when (Unix ms) pooled connections are checked before use. Normally they are not (a
+/// round trip per statement); once a statement finds the database gone, every connection the
+/// pool holds may be dead, and without a check each would fail one operation after the database
+/// is back. For a few seconds after such an error, a connection that fails a ping is dropped
+/// and another one (or a new one) taken instead.
+static SUSPECT_UNTIL_MS: AtomicI64 = AtomicI64::new(0);
+/// How long connections stay suspect after a connection error.
+const SUSPECT_FOR_MS: i64 = 5_000;
+
+/// Marks the pools' connections as suspect (see [`SUSPECT_UNTIL_MS`]).
+pub(crate) fn suspect_connections() {
+    SUSPECT_UNTIL_MS.fetch_max(crate::service::now_ms() + SUSPECT_FOR_MS, Ordering::Relaxed);
 }
 
 /// Set by commits with events; the announcer sends one NOTIFY for all of them.
@@ -107,6 +121,15 @@ impl PostgresStore {
             // No ping before every statement (a round trip each): a broken connection fails
             // its statement, which the caller retries or answers with 1004.
             .test_before_acquire(false)
+            .before_acquire(|connection, _| {
+                Box::pin(async move {
+                    if crate::service::now_ms() >= SUSPECT_UNTIL_MS.load(Ordering::Relaxed) {
+                        return Ok(true);
+                    }
+                    use sqlx::Connection;
+                    Ok(connection.ping().await.is_ok())
+                })
+            })
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
@@ -366,25 +389,27 @@ impl Store for PostgresStore {
         // Read after the commit, positions first: an event committed after this read has a
         // later position and reaches the socket through the link; a ring committed before it
         // is in the rings read next.
-        let last_seqs: Vec<(String, i64)> =
-            sqlx::query_as("SELECT user_id, last_seq FROM mailboxes WHERE user_id = ANY($1)")
-                .bind(&users)
-                .fetch_all(&self.pool)
-                .await?;
+        let last_seqs: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT m.user_id, m.last_seq, COALESCE(s.seen_seq, 0) FROM mailboxes m \
+             LEFT JOIN mailbox_seen s ON s.user_id = m.user_id WHERE m.user_id = ANY($1)",
+        )
+        .bind(&users)
+        .fetch_all(&self.pool)
+        .await?;
         let rings = self.rings_of(&users, now_ms).await?;
         Ok(opened
             .iter()
-            .map(|socket| Registration {
-                last_seq: last_seqs
-                    .iter()
-                    .find(|(u, _)| u == socket.user.as_str())
-                    .and_then(|(_, s)| u64::try_from(*s).ok())
-                    .unwrap_or_default(),
-                rings: rings
-                    .iter()
-                    .filter(|(target, _)| target == &socket.user)
-                    .map(|(_, ring)| ring.clone())
-                    .collect(),
+            .map(|socket| {
+                let (last_seq, seen_seq) = positions_of(&last_seqs, &socket.user);
+                Registration {
+                    last_seq,
+                    seen_seq,
+                    rings: rings
+                        .iter()
+                        .filter(|(target, _)| target == &socket.user)
+                        .map(|(_, ring)| ring.clone())
+                        .collect(),
+                }
             })
             .collect())
     }
@@ -434,16 +459,13 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn renew_gateway_lease(&self, gateway: &GatewayId, until_ms: i64) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO gateways (id, lease_expires_at_ms) VALUES ($1, $2) \
-             ON CONFLICT (id) DO UPDATE SET lease_expires_at_ms = excluded.lease_expires_at_ms",
-        )
-        .bind(gateway.as_str())
-        .bind(until_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    async fn renew_gateway_lease(&self, gateway: &GatewayId, until_ms: i64) -> StoreResult<bool> {
+        let renewed = sqlx::query("UPDATE gateways SET lease_expires_at_ms = $2 WHERE id = $1")
+            .bind(gateway.as_str())
+            .bind(until_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(renewed.rows_affected() == 1)
     }
 
     async fn sweep_dead_gateways(&self, before_ms: i64) -> StoreResult<u64> {
@@ -462,20 +484,22 @@ impl Store for PostgresStore {
         Ok(connections.rows_affected())
     }
 
-    async fn events_after(&self, cursors: &[(UserId, u64)]) -> StoreResult<Vec<StoredEvent>> {
+    async fn events_in(&self, ranges: &[EventRange]) -> StoreResult<Vec<StoredEvent>> {
+        let position = |p: u64| i64::try_from(p).unwrap_or(i64::MAX);
         let mut events = Vec::new();
-        for chunk in cursors.chunks(REPLAY_CHUNK) {
+        for chunk in ranges.chunks(REPLAY_CHUNK) {
             let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {EVENT_COLUMNS} FROM outbox_events o \
-                 JOIN UNNEST($1::text[], $2::bigint[]) AS c(user_id, after) \
-                   ON o.recipient_user_id = c.user_id AND o.seq > c.after \
+                 JOIN UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS c(user_id, after, through) \
+                   ON o.recipient_user_id = c.user_id AND o.seq > c.after AND o.seq <= c.through \
                  ORDER BY o.recipient_user_id, o.seq"
             )))
-            .bind(chunk.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.user.as_str()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| position(r.after)).collect::<Vec<_>>())
             .bind(
                 chunk
                     .iter()
-                    .map(|(_, s)| i64::try_from(*s).unwrap_or(i64::MAX))
+                    .map(|r| position(r.through))
                     .collect::<Vec<_>>(),
             )
             .fetch_all(&self.pool)
@@ -485,6 +509,33 @@ impl Store for PostgresStore {
             }
         }
         Ok(events)
+    }
+
+    async fn mark_seen(&self, seen: &[(UserId, u64)]) -> StoreResult<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        // Sorted, so two gateways' reports lock rows in the same order (no deadlock).
+        sqlx::query(
+            "INSERT INTO mailbox_seen (user_id, seen_seq) \
+             SELECT user_id, MAX(seq) FROM UNNEST($1::text[], $2::bigint[]) AS s(user_id, seq) \
+             GROUP BY user_id ORDER BY user_id \
+             ON CONFLICT (user_id) DO UPDATE SET seen_seq = GREATEST(mailbox_seen.seen_seq, excluded.seen_seq)",
+        )
+        .bind(seen.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>())
+        .bind(
+            seen.iter()
+                .map(|(_, s)| i64::try_from(*s).unwrap_or(i64::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn snapshot(&self, user: &UserId, now_ms: i64) -> StoreResult<Snapshot> {
+        let incoming = self.rings_for(user, now_ms).await?;
+        snapshot_from(&self.pool, user, now_ms, incoming).await
     }
 
     #[tracing::instrument(name = "store.follow", skip_all, level = "debug")]
@@ -509,25 +560,34 @@ impl Store for PostgresStore {
                 events: Vec::new(),
             });
         }
-        let rows: Vec<(i64, String, i64, Vec<u8>, String, i64)> = sqlx::query_as(
-            "SELECT xid, recipient_user_id, seq, payload, traceparent, created_at_ms FROM outbox_events \
-             WHERE xid >= $1 AND xid < $2 AND origin <> $3 ORDER BY xid, recipient_user_id, seq LIMIT $4",
+        let read = |from: i64, to: i64, limit: i64| {
+            sqlx::query_as::<_, (i64, String, i64, Vec<u8>, String, i64)>(
+                "SELECT xid, recipient_user_id, seq, payload, traceparent, created_at_ms FROM outbox_events \
+                 WHERE xid >= $1 AND xid < $2 AND origin <> $3 ORDER BY xid, recipient_user_id, seq LIMIT $4",
+            )
+            .bind(from)
+            .bind(to)
+            .bind(&self.origin)
+            .bind(limit)
+            .fetch_all(&self.pool)
+        };
+        let mut rows = read(
+            i64::try_from(cursor).unwrap_or(i64::MAX),
+            i64::try_from(horizon).unwrap_or(i64::MAX),
+            FOLLOW_BATCH,
         )
-        .bind(i64::try_from(cursor).unwrap_or(i64::MAX))
-        .bind(i64::try_from(horizon).unwrap_or(i64::MAX))
-        .bind(&self.origin)
-        .bind(FOLLOW_BATCH)
-        .fetch_all(&self.pool)
         .await?;
-        let full = rows.len() as i64 == FOLLOW_BATCH;
         let mut next = horizon;
-        let mut rows = rows;
-        if full && let Some(last_xid) = rows.last().map(|r| r.0) {
-            // The batch may end inside a transaction: read that one again next time.
+        if rows.len() as i64 == FOLLOW_BATCH
+            && let Some(last_xid) = rows.last().map(|r| r.0)
+        {
             if rows.first().map(|r| r.0) != Some(last_xid) {
+                // The batch may end inside a transaction: read that one whole next time.
                 rows.retain(|r| r.0 != last_xid);
                 next = u64::try_from(last_xid).unwrap_or_default();
             } else {
+                // One transaction with more events than a batch: read all of it now.
+                rows = read(last_xid, last_xid + 1, i64::MAX).await?;
                 next = u64::try_from(last_xid + 1).unwrap_or_default();
             }
         }
