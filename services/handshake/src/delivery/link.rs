@@ -46,6 +46,9 @@ pub struct Links {
     pub hub: Arc<Hub>,
     pub lease: Duration,
     pub replica_id: String,
+    /// Most live sockets one user may hold across all gateways
+    /// (`VIDEOCHAT_MAX_SOCKETS_PER_USER_CLUSTER`); one more is refused with 10019.
+    pub max_sockets_per_user: u32,
 }
 
 impl Links {
@@ -241,6 +244,27 @@ impl Links {
         }
     }
 
+    /// The refusal of a socket whose user already holds the most sockets allowed: the gateway
+    /// refuses the upgrade (HTTP 429 naming 10019) and reports the socket closed.
+    fn refuse_over_limit(
+        &self,
+        gateway: &GatewayId,
+        socket: &OpenedSocket,
+    ) -> pb::SocketRegistered {
+        tracing::info!(%gateway, user = %socket.user, limit = self.max_sockets_per_user, "socket refused: too many sockets for the user");
+        metrics::counter!("videochat_limits_total", "limit" => "sockets_per_user").increment(1);
+        let code = crate::error::ErrorCode::TooManySockets;
+        pb::SocketRegistered {
+            connection_id: socket.connection.to_string(),
+            error: format!(
+                "too many sockets for this user: at most {} across the service",
+                self.max_sockets_per_user
+            ),
+            code: code as i32,
+            ..Default::default()
+        }
+    }
+
     async fn register_batch(
         &self,
         gateway: &GatewayId,
@@ -250,17 +274,29 @@ impl Links {
         metrics::histogram!("videochat_socket_registration_batch").record(opened.len() as f64);
         let result = self
             .store
-            .register_sockets(gateway, opened, self.lease_until(), now_ms())
+            .register_sockets(
+                gateway,
+                opened,
+                self.max_sockets_per_user,
+                self.lease_until(),
+                now_ms(),
+            )
             .await;
         let replies: Vec<pb::SocketRegistered> = match result {
             Ok(registrations) => opened
                 .iter()
                 .zip(registrations)
-                .map(|(socket, registration)| pb::SocketRegistered {
-                    connection_id: socket.connection.to_string(),
-                    error: String::new(),
-                    last_seq: registration.last_seq,
-                    pending_rings: registration.rings.iter().map(ring_to_pb).collect(),
+                .map(|(socket, registration)| {
+                    if registration.refused {
+                        return self.refuse_over_limit(gateway, socket);
+                    }
+                    pb::SocketRegistered {
+                        connection_id: socket.connection.to_string(),
+                        error: String::new(),
+                        last_seq: registration.last_seq,
+                        pending_rings: registration.rings.iter().map(ring_to_pb).collect(),
+                        code: 0,
+                    }
                 })
                 .collect(),
             Err(error) => {

@@ -120,6 +120,9 @@ pub struct OpenedSocket {
 /// What a newly registered socket must know.
 #[derive(Clone, Debug, Default)]
 pub struct Registration {
+    /// The user already held the most sockets allowed across the cluster: the socket was not
+    /// recorded (nor its profile claims applied), and the other fields are empty.
+    pub refused: bool,
     /// The user's newest mailbox position: the socket gets the events after it.
     pub last_seq: u64,
     /// The rings ringing for the user now.
@@ -152,10 +155,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records sockets a gateway opened (the users become available) and applies their
     /// just-in-time profiles, all in one transaction; returns what each socket must be told.
+    /// A socket whose user would then hold more than `max_per_user` live sockets (on gateways
+    /// with a live lease, this batch's earlier sockets included) is refused and changes nothing.
+    /// Two replicas registering the same user's sockets at the same instant may each let one
+    /// through: the cap is exact per replica and approximate across replicas.
     async fn register_sockets(
         &self,
         gateway: &GatewayId,
         opened: &[OpenedSocket],
+        max_per_user: u32,
         lease_until_ms: i64,
         now_ms: i64,
     ) -> StoreResult<Vec<Registration>>;
@@ -231,6 +239,40 @@ pub async fn connect(url: &str, max_connections: u32, origin: &str) -> StoreResu
 pub async fn migrate(url: &str) -> StoreResult<&'static str> {
     let store = connect(url, 1, "migrate").await?;
     Ok(store.backend())
+}
+
+/// What each socket of a registered batch is told: refused unless `accepted`, otherwise its
+/// user's position and rings.
+pub(crate) fn registrations(
+    opened: &[OpenedSocket],
+    accepted: &[&OpenedSocket],
+    last_seqs: &[(String, i64)],
+    rings: &[(UserId, Ring)],
+) -> Vec<Registration> {
+    opened
+        .iter()
+        .map(|socket| {
+            if !accepted.iter().any(|a| a.connection == socket.connection) {
+                return Registration {
+                    refused: true,
+                    ..Registration::default()
+                };
+            }
+            Registration {
+                refused: false,
+                last_seq: last_seqs
+                    .iter()
+                    .find(|(u, _)| u == socket.user.as_str())
+                    .and_then(|(_, s)| u64::try_from(*s).ok())
+                    .unwrap_or_default(),
+                rings: rings
+                    .iter()
+                    .filter(|(target, _)| target == &socket.user)
+                    .map(|(_, ring)| ring.clone())
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// A watch channel used as a level-triggered "something new" signal.
