@@ -318,3 +318,89 @@ async fn health_needs_no_credential_and_reflection_follows_its_setting() {
         app.stop().await;
     }
 }
+
+/// A test certificate or key of `fixtures/grpc-tls/`.
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/grpc-tls")
+        .join(name)
+}
+
+fn pem(name: &str) -> Vec<u8> {
+    std::fs::read(fixture(name)).unwrap()
+}
+
+/// A TLS channel to `addr` presenting `client` (a certificate of `fixtures/`, if any), with
+/// the gateways' credential on every call; `Err` when the connection itself is refused.
+async fn tls_channel(
+    addr: std::net::SocketAddr,
+    client: Option<&str>,
+) -> Result<GrpcChannel, tonic::transport::Error> {
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem("ca.pem")));
+    if let Some(name) = client {
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            pem(&format!("{name}.pem")),
+            pem(&format!("{name}.key")),
+        ));
+    }
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    let bearer = Bearer(Some(format!("Bearer {GATEWAY_TOKEN}").parse().unwrap()));
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel, bearer,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_clients_with_a_certificate_of_the_configured_ca() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |g, h| {
+        h.grpc_tls_cert_file = Some(fixture("service.pem"));
+        h.grpc_tls_key_file = Some(fixture("service.key"));
+        h.grpc_tls_client_ca_file = Some(fixture("ca.pem"));
+        g.grpc_tls_ca_file = Some(fixture("ca.pem"));
+        g.grpc_tls_client_cert_file = Some(fixture("gateway.pem"));
+        g.grpc_tls_client_key_file = Some(fixture("gateway.key"));
+    })
+    .await;
+    // The embedded gateway attached over mTLS (the app is ready) and serves.
+    let mut alice = app.connect("alice").await;
+    let mut bob = app.connect("bob").await;
+    ring(&mut alice, &mut bob).await;
+
+    // Another gateway with a certificate of the CA and the credential attaches.
+    let channel = tls_channel(app.bound.grpc, Some("gateway")).await.unwrap();
+    let welcome = attach(channel).await.unwrap().expect("a message");
+    assert!(matches!(
+        welcome.kind,
+        Some(pb::service_message::Kind::Welcome(_))
+    ));
+
+    // Without a certificate, with one of another CA, or in plain text: not even health.
+    for client in [None, Some("intruder")] {
+        let refused = match tls_channel(app.bound.grpc, client).await {
+            Err(_) => true,
+            Ok(channel) => tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .is_err(),
+        };
+        assert!(refused, "{client:?} was served");
+    }
+    let plain = tonic::transport::Endpoint::from_shared(app.grpc_url())
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        assert!(
+            tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .is_err(),
+            "plain HTTP/2 was served"
+        );
+    }
+    app.stop().await;
+}

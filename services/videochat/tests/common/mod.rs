@@ -300,7 +300,7 @@ impl Drop for TestApp {
 
 /// Attaches `authorization: Bearer <token>` to every call, as an internal caller does.
 #[derive(Clone)]
-pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+pub struct Bearer(pub Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(
