@@ -389,7 +389,7 @@ mod tests {
         ];
         for (args, expected, named) in cases {
             let problems = config(args).production_problems();
-            assert_eq!(&problems, &[expected.clone()], "{args:?}");
+            assert_eq!(problems, vec![expected.clone()], "{args:?}");
             assert!(problems[0].to_string().contains(named), "{}", problems[0]);
         }
         for fine in [

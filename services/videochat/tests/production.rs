@@ -187,7 +187,12 @@ async fn production_refuses_unauthenticated_or_plaintext_internal_grpc() {
     let handshake = |extra: &[(&'static str, &'static str)]| {
         livekit.iter().chain(extra).copied().collect::<Vec<_>>()
     };
-    let cases: Vec<(&str, Vec<(&str, &str)>, &[&str])> = vec![
+    type Case = (
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        &'static [&'static str],
+    );
+    let cases: Vec<Case> = vec![
         (
             "handshake",
             handshake(&[]),
