@@ -30,6 +30,36 @@ pub struct GatewayConfig {
     )]
     pub handshake_url: String,
 
+    /// The bearer credential this gateway presents to the handshake service: one of the
+    /// service's `VIDEOCHAT_GRPC_GATEWAY_TOKENS`.
+    #[arg(long, env = "VIDEOCHAT_GRPC_TOKEN", hide_env_values = true)]
+    pub grpc_token: Option<String>,
+
+    /// PEM CA certificate that signed the handshake service's certificate, for an `https://`
+    /// `VIDEOCHAT_HANDSHAKE_URL`.
+    #[arg(long, env = "VIDEOCHAT_GRPC_TLS_CA_FILE")]
+    pub grpc_tls_ca_file: Option<PathBuf>,
+
+    /// PEM certificate the gateway presents to the handshake service (mutual TLS).
+    #[arg(long, env = "VIDEOCHAT_GRPC_TLS_CLIENT_CERT_FILE")]
+    pub grpc_tls_client_cert_file: Option<PathBuf>,
+
+    /// PEM private key of that certificate.
+    #[arg(long, env = "VIDEOCHAT_GRPC_TLS_CLIENT_KEY_FILE")]
+    pub grpc_tls_client_key_file: Option<PathBuf>,
+
+    /// Name the service's certificate must carry, when it is not the URL's host.
+    #[arg(long, env = "VIDEOCHAT_GRPC_TLS_DOMAIN")]
+    pub grpc_tls_domain: Option<String>,
+
+    /// The network to the handshake service is private and encrypted by other means (a
+    /// service mesh with mTLS): production mode then accepts an `http://` URL to another host.
+    /// The same setting as the service's.
+    #[arg(long = "handshake-trust-network", env = "VIDEOCHAT_GRPC_TRUST_NETWORK", default_value_t = false,
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub handshake_trust_network: bool,
+
     /// HS256 secret for client tokens. Ignored when a public key or JWKS file is set.
     #[arg(long, env = "VIDEOCHAT_JWT_SECRET", default_value = DEV_JWT_SECRET, hide_env_values = true)]
     pub jwt_secret: String,
@@ -177,11 +207,38 @@ impl GatewayConfig {
         } else if let Err(error) = OriginPolicy::parse(&self.allowed_origins) {
             problems.push(UnsafeSetting::BadOrigins(error.to_string()));
         }
-        // HOOK(#9, internal gRPC authentication — the lead's): once the gateway authenticates
-        // to the handshake service, refuse here a `VIDEOCHAT_HANDSHAKE_URL` with no credentials
-        // configured (and plain http:// to a non-loopback host, if gRPC TLS is added).
+        match self.grpc_token.as_deref().map(str::trim) {
+            None | Some("") => problems.push(UnsafeSetting::NoGrpcToken),
+            Some(token) if token.len() < MIN_PRODUCTION_SECRET_BYTES => {
+                problems.push(UnsafeSetting::ShortGrpcToken(token.len()))
+            }
+            Some(_) => {}
+        }
+        if !self.handshake_trust_network && plaintext_to_another_host(&self.handshake_url) {
+            problems.push(UnsafeSetting::PlaintextHandshakeUrl(
+                self.handshake_url.clone(),
+            ));
+        }
         problems
     }
+}
+
+/// An `http://` URL whose host is not loopback: credentials and events would cross the
+/// network in clear.
+fn plaintext_to_another_host(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    if uri.scheme_str() != Some("http") {
+        return false;
+    }
+    let host = uri.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
 }
 
 /// A setting production mode refuses, with what to do instead. Each message names the
@@ -216,6 +273,23 @@ pub enum UnsafeSetting {
     AnyOrigin,
     #[error("VIDEOCHAT_ALLOWED_ORIGINS is invalid: {0}")]
     BadOrigins(String),
+    #[error(
+        "VIDEOCHAT_GRPC_TOKEN is not set: the handshake service admits gateways by this \
+         credential (one of its VIDEOCHAT_GRPC_GATEWAY_TOKENS)"
+    )]
+    NoGrpcToken,
+    #[error(
+        "VIDEOCHAT_GRPC_TOKEN is {0} bytes long: production needs at least \
+         {MIN_PRODUCTION_SECRET_BYTES} random bytes"
+    )]
+    ShortGrpcToken(usize),
+    #[error(
+        "VIDEOCHAT_HANDSHAKE_URL={0} is plain http:// to another host, so the gateway's \
+         credential and every event cross the network in clear: use https:// with \
+         VIDEOCHAT_GRPC_TLS_CA_FILE (and the service's TLS settings), or state an encrypted \
+         private network with VIDEOCHAT_GRPC_TRUST_NETWORK=true"
+    )]
+    PlaintextHandshakeUrl(String),
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -224,6 +298,15 @@ impl std::fmt::Debug for GatewayConfig {
         f.debug_struct("GatewayConfig")
             .field("ws_addr", &self.ws_addr)
             .field("handshake_url", &self.handshake_url)
+            .field(
+                "grpc_token",
+                &self.grpc_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("grpc_tls_ca_file", &self.grpc_tls_ca_file)
+            .field("grpc_tls_client_cert_file", &self.grpc_tls_client_cert_file)
+            .field("grpc_tls_client_key_file", &self.grpc_tls_client_key_file)
+            .field("grpc_tls_domain", &self.grpc_tls_domain)
+            .field("handshake_trust_network", &self.handshake_trust_network)
             .field("jwt_secret", &"<redacted>")
             .field("jwt_public_key_file", &self.jwt_public_key_file)
             .field("jwks_file", &self.jwks_file)
@@ -275,6 +358,8 @@ mod tests {
         "0123456789abcdef0123456789abcdef",
         "--allowed-origins",
         "https://app.example.test",
+        "--grpc-token",
+        "a-gateway-credential-of-32-bytes",
     ];
 
     fn problems(extra: &[&str]) -> Vec<UnsafeSetting> {
@@ -287,7 +372,11 @@ mod tests {
         let problems = parse(&[]).production_problems();
         assert_eq!(
             problems,
-            vec![UnsafeSetting::DevelopmentSecret, UnsafeSetting::AnyOrigin]
+            vec![
+                UnsafeSetting::DevelopmentSecret,
+                UnsafeSetting::AnyOrigin,
+                UnsafeSetting::NoGrpcToken
+            ]
         );
     }
 
@@ -304,6 +393,21 @@ mod tests {
             "the secret is not used with a JWKS file"
         );
         assert_eq!(problems(&["--allowed-origins", "*"]), vec![]);
+        for url in [
+            "http://localhost:50051",
+            "http://[::1]:50051",
+            "https://handshake.internal:50051",
+        ] {
+            assert_eq!(problems(&["--handshake-url", url]), vec![], "{url}");
+        }
+        assert_eq!(
+            problems(&[
+                "--handshake-url",
+                "http://handshake.internal:50051",
+                "--handshake-trust-network"
+            ]),
+            vec![]
+        );
     }
 
     #[test]
@@ -348,7 +452,28 @@ mod tests {
                 "VIDEOCHAT_ALLOWED_ORIGINS",
             ),
         ];
-        for (args, expected, names) in cases {
+        let cases: Vec<(&[&str], UnsafeSetting, &str)> = cases
+            .iter()
+            .cloned()
+            .chain([
+                (
+                    &["--grpc-token", "short"][..],
+                    UnsafeSetting::ShortGrpcToken(5),
+                    "VIDEOCHAT_GRPC_TOKEN",
+                ),
+                (
+                    &["--grpc-token", ""][..],
+                    UnsafeSetting::NoGrpcToken,
+                    "VIDEOCHAT_GRPC_TOKEN",
+                ),
+                (
+                    &["--handshake-url", "http://10.0.0.7:50051"][..],
+                    UnsafeSetting::PlaintextHandshakeUrl("http://10.0.0.7:50051".into()),
+                    "VIDEOCHAT_HANDSHAKE_URL",
+                ),
+            ])
+            .collect();
+        for (args, expected, names) in &cases {
             let found = problems(args);
             assert_eq!(found, vec![expected.clone()], "{args:?}");
             assert!(found[0].to_string().contains(names), "{}", found[0]);

@@ -315,6 +315,9 @@ fn error_label(code: WireCode) -> &'static str {
         WireCode::Service(10014) => "10014",
         WireCode::Service(10015) => "10015",
         WireCode::Service(10016) => "10016",
+        WireCode::Service(10017) => "10017",
+        WireCode::Service(10018) => "10018",
+        WireCode::TooManySockets | WireCode::Service(10019) => "10019",
         WireCode::Service(_) => "other",
     }
 }

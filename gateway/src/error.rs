@@ -12,7 +12,10 @@ pub enum WireCode {
     InvalidData,
     RateLimited,
     Internal,
-    /// A code decided by the handshake service (1021, 10011–10016, …).
+    /// 10019: the user already holds the most sockets allowed across the service. Not in an
+    /// error frame: it names the refusal of the upgrade (HTTP 429) that the service decided.
+    TooManySockets,
+    /// A code decided by the handshake service (1021, 10011–10018, …).
     Service(i32),
 }
 
@@ -24,6 +27,7 @@ impl WireCode {
             WireCode::InvalidData => 1002,
             WireCode::RateLimited => 1003,
             WireCode::Internal => 1004,
+            WireCode::TooManySockets => 10019,
             WireCode::Service(code) => code,
         }
     }

@@ -4,7 +4,8 @@
 //!
 //! Where to look: [`envelope`] is the wire protocol, [`connection`] one socket's life,
 //! [`server`] the HTTP side, [`upstream`] the client requests to the service, [`link`] the
-//! stream that carries presence to the service and events back, [`registry`] the sockets held
+//! stream that carries presence to the service and events back, [`credentials`] how both
+//! prove themselves to the service, [`registry`] the sockets held
 //! and the last leg of every event. The defences an outside client meets are [`auth`] (tokens),
 //! [`origin`] (browser origins), [`limits`] (connections before and after the upgrade) and
 //! [`closing`] (RFC 6455 close codes for protocol violations); `docs/security.md` tells the
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod closing;
 pub mod config;
 pub mod connection;
+pub mod credentials;
 pub mod demo;
 pub mod envelope;
 pub mod error;

@@ -37,6 +37,9 @@ pub enum Limit {
     MaxConnections,
     /// The user already holds `VIDEOCHAT_MAX_SOCKETS_PER_USER` sockets here: `429`.
     SocketsPerUser,
+    /// The handshake service refused the socket: the user holds
+    /// `VIDEOCHAT_MAX_SOCKETS_PER_USER_CLUSTER` sockets across all gateways: `429` naming 10019.
+    SocketsPerUserCluster,
     /// A browser origin not in `VIDEOCHAT_ALLOWED_ORIGINS`: `403`.
     Origin,
     /// A message over `VIDEOCHAT_MAX_MESSAGE_BYTES`: the socket is closed with 1009.
@@ -52,6 +55,7 @@ impl Limit {
             Limit::PendingUpgrades => "pending_upgrades",
             Limit::MaxConnections => "max_connections",
             Limit::SocketsPerUser => "sockets_per_user",
+            Limit::SocketsPerUserCluster => "sockets_per_user_cluster",
             Limit::Origin => "origin",
             Limit::MessageSize => "message_size",
             Limit::Rate => "rate",

@@ -15,10 +15,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use videochat_proto::v1 as pb;
 use videochat_proto::v1::gateway_link_client::GatewayLinkClient;
 
+use crate::credentials::ToService;
 use crate::envelope;
 use crate::frames;
 use crate::registry::{EventFrame, Registry, Socket};
@@ -50,12 +50,14 @@ pub enum LinkError {
     Timeout,
     #[error("the handshake service refused the socket: {0}")]
     Refused(String),
+    #[error("the handshake service refused the socket: {0}")]
+    TooManySockets(String),
 }
 
 type Waiters = HashMap<String, oneshot::Sender<Result<Registered, LinkError>>>;
 
 pub struct Link {
-    client: GatewayLinkClient<Channel>,
+    client: GatewayLinkClient<ToService>,
     gateway_id: String,
     registry: Arc<Registry>,
     /// The current attachment's outgoing messages; `None` while detached.
@@ -69,7 +71,7 @@ pub struct Link {
 
 impl Link {
     pub fn new(
-        channel: Channel,
+        channel: ToService,
         gateway_id: String,
         registry: Arc<Registry>,
         register_timeout: Duration,
@@ -290,6 +292,8 @@ impl Link {
                                         missed: registered.missed,
                                         resync: registered.resync,
                                     })
+                                } else if registered.code == pb::ErrorCode::TooManySockets as i32 {
+                                    Err(LinkError::TooManySockets(registered.error))
                                 } else {
                                     Err(LinkError::Refused(registered.error))
                                 };

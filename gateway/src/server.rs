@@ -23,9 +23,11 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthConfigError, Authenticator, token_from_request};
 use crate::config::GatewayConfig;
 use crate::connection::{self, Session, Ws};
+use crate::credentials::{self, Credential, CredentialError};
 use crate::demo;
+use crate::error::WireCode;
 use crate::limits::{self, Limit, PendingUpgrades};
-use crate::link::{Link, now_ms};
+use crate::link::{Link, LinkError, now_ms};
 use crate::origin::{OriginError, OriginPolicy};
 use crate::registry::Registry;
 use crate::resume;
@@ -44,6 +46,8 @@ pub enum GatewayError {
     Upstream(#[from] tonic::transport::Error),
     #[error("invalid VIDEOCHAT_ALLOWED_ORIGINS: {0}")]
     Origins(#[from] OriginError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
 }
 
 /// Serves until `shutdown`, then closes every socket (1012) and returns within the drain
@@ -63,7 +67,17 @@ pub async fn run(
     let auth = Authenticator::from_config(&config)?;
     let origins = OriginPolicy::parse(&config.allowed_origins)?;
     let gateway_id = format!("gw_{}", uuid::Uuid::now_v7().simple());
-    let channel = upstream::channel(&config.handshake_url)?;
+    let credential = Credential::from_config(&config)?;
+    if !credential.is_set() {
+        tracing::warn!(
+            "VIDEOCHAT_GRPC_TOKEN is not set: the handshake service refuses this gateway unless \
+             it runs with VIDEOCHAT_GRPC_AUTH=none"
+        );
+    }
+    let channel = credential.attach(upstream::channel(
+        &config.handshake_url,
+        credentials::tls(&config)?,
+    )?);
     let upstream = Upstream::new(channel.clone(), config.rpc_timeout());
     let registry = Arc::new(Registry::default());
     let link = Arc::new(Link::new(
@@ -253,6 +267,17 @@ async fn upgrade(
                 .link
                 .forget(&connection_id, &principal.user_id, delivered)
                 .await;
+            if let LinkError::TooManySockets(reason) = &error {
+                tracing::info!(%reason, "upgrade refused");
+                limits::hit(Limit::SocketsPerUserCluster);
+                return text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!(
+                        "too many sockets for this user across the service ({})\n",
+                        WireCode::TooManySockets.as_i32()
+                    ),
+                );
+            }
             tracing::warn!(%error, "cannot register socket with the service");
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,

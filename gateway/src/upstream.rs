@@ -4,34 +4,43 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tracing::{Instrument, Span};
 use videochat_proto::v1 as pb;
 use videochat_proto::v1::handshake_client::HandshakeClient;
 
+use crate::credentials::ToService;
 use crate::envelope::{ClientRequest, Inbound};
 use crate::error::CallError;
 use crate::frames;
 
-/// One HTTP/2 connection to the handshake service, shared by the unary calls and the link.
-pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+/// One HTTP/2 connection to the handshake service, shared by the unary calls and the link
+/// (over TLS when `tls` is given; see [`crate::credentials`]).
+pub fn channel(
+    url: &str,
+    tls: Option<ClientTlsConfig>,
+) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(15))
         .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true);
+    let endpoint = match tls {
+        Some(tls) => endpoint.tls_config(tls)?,
+        None => endpoint,
+    };
+    Ok(endpoint.connect_lazy())
 }
 
 #[derive(Clone)]
 pub struct Upstream {
-    handshake: HandshakeClient<Channel>,
+    handshake: HandshakeClient<ToService>,
     rpc_timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(channel: Channel, rpc_timeout: Duration) -> Self {
+    pub fn new(channel: ToService, rpc_timeout: Duration) -> Self {
         Self {
             handshake: HandshakeClient::new(channel),
             rpc_timeout,

@@ -9,6 +9,6 @@ CREATE TABLE mailbox_seen (
     seen_seq  BIGINT NOT NULL
 );
 
--- The resync snapshot: a user's own pending rings and the videochats a user is in.
-CREATE INDEX pending_requests_by_initiator ON videochat_requests (initiator_id) WHERE status = 'pending';
+-- The resync snapshot: the videochats a user is in (a user's own pending rings use
+-- pending_requests_by_initiator, from 0003).
 CREATE INDEX participants_by_user ON participants (user_id);

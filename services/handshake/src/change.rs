@@ -56,6 +56,12 @@ pub struct Facts {
     pub participant_count: u32,
     /// The highest `uid` given in the videochat (the next participant gets the one after).
     pub max_uid: u32,
+    /// How many rings the actor has ringing now, direct and invites (request, invite): the
+    /// pending-rings limit.
+    pub pending_outgoing: u32,
+    /// How many invites into the videochat were made in the last
+    /// [`crate::machine::INVITE_WINDOW_MS`] (invite): the invites-per-minute limit.
+    pub recent_invites: u32,
 }
 
 impl Facts {

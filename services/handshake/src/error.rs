@@ -19,6 +19,9 @@ pub enum ErrorCode {
     RequestNotPending = 10014,
     VideochatNotFound = 10015,
     InvalidTarget = 10016,
+    TooManyPendingRings = 10017,
+    TooManyInvites = 10018,
+    TooManySockets = 10019,
 }
 
 impl ErrorCode {
@@ -33,6 +36,9 @@ impl ErrorCode {
             10014 => ErrorCode::RequestNotPending,
             10015 => ErrorCode::VideochatNotFound,
             10016 => ErrorCode::InvalidTarget,
+            10017 => ErrorCode::TooManyPendingRings,
+            10018 => ErrorCode::TooManyInvites,
+            10019 => ErrorCode::TooManySockets,
             _ => return None,
         })
     }
@@ -49,6 +55,9 @@ impl ErrorCode {
             ErrorCode::RequestNotPending => "ERROR_CODE_REQUEST_NOT_PENDING",
             ErrorCode::VideochatNotFound => "ERROR_CODE_VIDEOCHAT_NOT_FOUND",
             ErrorCode::InvalidTarget => "ERROR_CODE_INVALID_TARGET",
+            ErrorCode::TooManyPendingRings => "ERROR_CODE_TOO_MANY_PENDING_RINGS",
+            ErrorCode::TooManyInvites => "ERROR_CODE_TOO_MANY_INVITES",
+            ErrorCode::TooManySockets => "ERROR_CODE_TOO_MANY_SOCKETS",
         }
     }
 }
@@ -82,6 +91,13 @@ pub enum HandshakeError {
     /// 10016
     #[error("{0}")]
     InvalidTarget(&'static str),
+    /// 10017: the caller already has this many rings ringing (`VIDEOCHAT_MAX_PENDING_RINGS_PER_USER`).
+    #[error("too many calls ringing at once: at most {0}; wait for an answer or cancel one")]
+    TooManyPendingRings(u32),
+    /// 10018: the videochat had this many invites in the last minute
+    /// (`VIDEOCHAT_MAX_INVITES_PER_VIDEOCHAT_PER_MIN`).
+    #[error("too many invites into this videochat: at most {0} per minute; try again shortly")]
+    TooManyInvites(u32),
     /// An application error recorded under an idempotency key, answered again as it was.
     #[error("{message}")]
     Replayed { code: ErrorCode, message: String },
@@ -112,17 +128,22 @@ impl HandshakeError {
             HandshakeError::RequestNotPending(_) => ErrorCode::RequestNotPending,
             HandshakeError::VideochatNotFound => ErrorCode::VideochatNotFound,
             HandshakeError::InvalidTarget(_) => ErrorCode::InvalidTarget,
+            HandshakeError::TooManyPendingRings(_) => ErrorCode::TooManyPendingRings,
+            HandshakeError::TooManyInvites(_) => ErrorCode::TooManyInvites,
             HandshakeError::Replayed { code, .. } => *code,
             HandshakeError::Engine(_) | HandshakeError::Store(_) => ErrorCode::Internal,
         }
     }
 
     /// A decision of the state machine about this request (as opposed to a fault): these are
-    /// recorded under the idempotency key so that a retry gets the same answer.
+    /// recorded under the idempotency key so that a retry gets the same answer. A limit is not
+    /// one: it says "not now", so a retry with the same key once the limit has room is served.
     pub fn is_decision(&self) -> bool {
         !matches!(
             self,
-            HandshakeError::Engine(_)
+            HandshakeError::TooManyPendingRings(_)
+                | HandshakeError::TooManyInvites(_)
+                | HandshakeError::Engine(_)
                 | HandshakeError::Store(_)
                 | HandshakeError::InvalidArgument { .. }
                 | HandshakeError::IdempotencyKeyReused { .. }

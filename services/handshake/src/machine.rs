@@ -33,10 +33,35 @@ use crate::error::HandshakeError;
 /// How many participants a ring shows (the API text's "max 10").
 pub const MAX_RING_PARTICIPANTS: i64 = 10;
 
-/// What the state machine needs besides the facts: the engines, the ring timeout, the clock.
+/// The window over which invites into one videochat are counted.
+pub const INVITE_WINDOW_MS: i64 = 60_000;
+
+/// The service's own limits (CONTRACT §6), each a setting. They bound what one user can make
+/// the service do to others — ring 150 people at once, flood a videochat's invitees — and are
+/// far above what a person does by hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Rings one user may have ringing at once (direct and invites): 10017 beyond.
+    pub max_pending_rings_per_user: u32,
+    /// Invites into one videochat per [`INVITE_WINDOW_MS`]: 10018 beyond.
+    pub max_invites_per_videochat_per_min: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_pending_rings_per_user: 20,
+            max_invites_per_videochat_per_min: 30,
+        }
+    }
+}
+
+/// What the state machine needs besides the facts: the engines, the ring timeout, the limits,
+/// the clock.
 pub struct Context<'a> {
     pub engines: &'a Engines,
     pub ring_timeout: Duration,
+    pub limits: Limits,
     pub now_ms: i64,
 }
 
@@ -180,6 +205,7 @@ pub fn request(
     if !facts.target_available {
         return Err(HandshakeError::TargetUserNotAvailable);
     }
+    within_pending_rings(facts, ctx)?;
     let engine = match engine {
         Some(kind) => {
             ctx.engines.get(kind)?;
@@ -231,6 +257,12 @@ pub fn invite(
     if !facts.target_available {
         return Err(HandshakeError::TargetUserNotAvailable);
     }
+    within_pending_rings(facts, ctx)?;
+    if facts.recent_invites >= ctx.limits.max_invites_per_videochat_per_min {
+        return Err(HandshakeError::TooManyInvites(
+            ctx.limits.max_invites_per_videochat_per_min,
+        ));
+    }
     let ring = VideochatRequest {
         id: RequestId::generate(),
         kind: RequestKind::Invite,
@@ -244,6 +276,17 @@ pub fn invite(
     };
     ring_target(&mut decision, facts, ring);
     Ok(decision)
+}
+
+/// A new ring from the actor must leave them within their pending-rings limit. Only new rings
+/// count: asking again for a ring under way, or answering one, is never limited.
+fn within_pending_rings(facts: &Facts, ctx: &Context<'_>) -> Result<(), HandshakeError> {
+    if facts.pending_outgoing >= ctx.limits.max_pending_rings_per_user {
+        return Err(HandshakeError::TooManyPendingRings(
+            ctx.limits.max_pending_rings_per_user,
+        ));
+    }
+    Ok(())
 }
 
 /// Adds `ring` to the decision: the new row, the answer, and the ring shown to the target.
@@ -616,6 +659,7 @@ mod tests {
         Context {
             engines,
             ring_timeout: Duration::from_secs(45),
+            limits: Limits::default(),
             now_ms,
         }
     }
@@ -708,6 +752,58 @@ mod tests {
         assert_eq!(
             code(request(&offline, &ctx, &id("alice"), &id("bob"), None)),
             10011
+        );
+    }
+
+    #[test]
+    fn a_new_ring_past_the_pending_rings_limit_is_refused_but_asking_again_is_not() {
+        let engines = engines();
+        let ctx = ctx(&engines, 1_000);
+        let mut facts = facts(&["alice", "bob"]);
+        facts.pending_outgoing = ctx.limits.max_pending_rings_per_user - 1;
+        assert!(request(&facts, &ctx, &id("alice"), &id("bob"), None).is_ok());
+        facts.pending_outgoing = ctx.limits.max_pending_rings_per_user;
+        assert_eq!(
+            code(request(&facts, &ctx, &id("alice"), &id("bob"), None)),
+            10017
+        );
+        // The ring already under way is answered again: no new ring, no limit.
+        facts.request = Some(ring(RequestKind::Direct, "alice", "bob", 10_000));
+        assert!(request(&facts, &ctx, &id("alice"), &id("bob"), None).is_ok());
+        // Glare accepts a ring: not a new one either.
+        facts.request = Some(ring(RequestKind::Direct, "bob", "alice", 10_000));
+        assert!(request(&facts, &ctx, &id("alice"), &id("bob"), None).is_ok());
+    }
+
+    #[test]
+    fn invites_past_either_limit_are_refused_with_their_own_codes() {
+        let engines = engines();
+        let ctx = ctx(&engines, 1_000);
+        let mut facts = facts(&["alice", "carol"]);
+        facts.videochat = Some(Videochat {
+            id: VideochatId::parse("vc_1").unwrap(),
+            mode: VideochatMode::Conference,
+            engine: EngineKind::Livekit,
+            room: "vc_1".into(),
+            shared_secret: "s".into(),
+            created_at_ms: 0,
+        });
+        facts.members = vec![Participant {
+            videochat_id: VideochatId::parse("vc_1").unwrap(),
+            user_id: id("alice"),
+            uid: 1,
+            permissions: Permissions::owner(),
+        }];
+        assert!(invite(&facts, &ctx, &id("alice"), &id("carol")).is_ok());
+        facts.recent_invites = ctx.limits.max_invites_per_videochat_per_min;
+        assert_eq!(
+            code(invite(&facts, &ctx, &id("alice"), &id("carol"))),
+            10018
+        );
+        facts.pending_outgoing = ctx.limits.max_pending_rings_per_user;
+        assert_eq!(
+            code(invite(&facts, &ctx, &id("alice"), &id("carol"))),
+            10017
         );
     }
 

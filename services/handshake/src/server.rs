@@ -24,6 +24,8 @@ pub enum StartError {
     Grpc(#[from] tonic::transport::Error),
     #[error("metrics server failed: {0}")]
     Metrics(#[source] std::io::Error),
+    #[error(transparent)]
+    Access(#[from] grpc::AccessError),
 }
 
 /// Listeners the replica serves on; bound by the caller so tests can use port 0.
@@ -36,12 +38,14 @@ pub struct Listeners {
 pub struct Replica {
     handshake: Handshake,
     links: Links,
+    access: grpc::Access,
     config: HandshakeConfig,
 }
 
 impl Replica {
-    /// Checks the engine settings and opens (and migrates) the store.
+    /// Checks the engine and access settings and opens (and migrates) the store.
     pub async fn build(config: HandshakeConfig) -> Result<Self, StartError> {
+        let access = grpc::Access::from_config(&config)?;
         let engines = Arc::new(Engines::from_config(&config.engines)?);
         // Names this replica in the outbox, so that its follower skips what it pushed itself.
         let replica_id = format!("replica_{}", uuid::Uuid::now_v7().simple());
@@ -55,16 +59,24 @@ impl Replica {
             "handshake store ready"
         );
         let hub = Arc::new(Hub::default());
-        let handshake = Handshake::new(store.clone(), engines, hub.clone(), config.ring_timeout());
+        let handshake = Handshake::new(
+            store.clone(),
+            engines,
+            hub.clone(),
+            config.ring_timeout(),
+            config.limits(),
+        );
         let links = Links {
             store,
             hub,
             lease: config.presence_lease(),
             replica_id,
+            max_sockets_per_user: config.max_sockets_per_user_cluster,
         };
         Ok(Self {
             handshake,
             links,
+            access,
             config,
         })
     }
@@ -100,8 +112,14 @@ impl Replica {
             tasks.spawn(metrics_http::serve(listener, metrics, shutdown.clone()));
         }
         tasks.close();
-        let served =
-            grpc::serve(listeners.grpc, self.handshake, self.links, shutdown.clone()).await;
+        let served = grpc::serve(
+            listeners.grpc,
+            self.access,
+            self.handshake,
+            self.links,
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
         tasks.wait().await;
         Ok(served?)

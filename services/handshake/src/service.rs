@@ -13,7 +13,7 @@ use crate::domain::{
 };
 use crate::engine::{EngineKind, Engines};
 use crate::error::{ErrorCode, HandshakeError};
-use crate::machine::{self, Command, Context, Decision, Reply};
+use crate::machine::{self, Command, Context, Decision, Limits, Reply};
 use crate::store::{IdempotencyRecord, RecordedOutcome, Store, StoreError, Write};
 
 /// How often an operation is decided again after its facts went stale under it.
@@ -36,6 +36,7 @@ pub struct Handshake {
     engines: Arc<Engines>,
     hub: Arc<Hub>,
     ring_timeout: Duration,
+    limits: Limits,
 }
 
 impl Handshake {
@@ -44,12 +45,14 @@ impl Handshake {
         engines: Arc<Engines>,
         hub: Arc<Hub>,
         ring_timeout: Duration,
+        limits: Limits,
     ) -> Self {
         Self {
             store,
             engines,
             hub,
             ring_timeout,
+            limits,
         }
     }
 
@@ -61,6 +64,7 @@ impl Handshake {
         Context {
             engines: &self.engines,
             ring_timeout: self.ring_timeout,
+            limits: self.limits,
             now_ms,
         }
     }
@@ -110,6 +114,18 @@ impl Handshake {
             }
             let decision = match machine::decide(&facts, &self.context(now), actor, command) {
                 Ok(decision) => decision,
+                Err(
+                    refusal @ (HandshakeError::TooManyPendingRings(_)
+                    | HandshakeError::TooManyInvites(_)),
+                ) => {
+                    let limit = match refusal {
+                        HandshakeError::TooManyPendingRings(_) => "pending_rings",
+                        _ => "invites_per_videochat",
+                    };
+                    tracing::info!(limit, operation = command.name(), "limit reached");
+                    metrics::counter!("videochat_limits_total", "limit" => limit).increment(1);
+                    return Err(refusal);
+                }
                 Err(refusal) if refusal.is_decision() => {
                     self.record_refusal(actor, key, command, &refusal, now)
                         .await?;

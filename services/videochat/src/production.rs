@@ -75,7 +75,12 @@ pub fn check(
 /// The check for one command line: the pieces that command starts.
 pub fn check_command(env: Environment, command: &Command) -> Result<(), Refused> {
     match command {
-        Command::Serve(args) => check(env, Some(&args.gateway), Some(&args.handshake)),
+        Command::Serve(args) => {
+            // As `serve` will run them: with the embedded gateway's own gRPC credential.
+            let (gateway, handshake) =
+                crate::stack::embed(args.gateway.clone(), args.handshake.clone());
+            check(env, Some(&gateway), Some(&handshake))
+        }
         Command::Gateway(args) => check(env, Some(&args.gateway), None),
         Command::Handshake(args) => check(env, None, Some(&args.handshake)),
         Command::Migrate(_) | Command::Token(_) | Command::Client(_) => Ok(()),
@@ -101,12 +106,15 @@ mod tests {
         "--allowed-origins",
         "https://app.example.test",
     ];
+    const GATEWAY_CREDENTIAL: &[&str] = &["--grpc-token", "a-gateway-credential-of-32-bytes"];
     const SAFE_HANDSHAKE: &[&str] = &[
         "--livekit-api-key",
         "APIxyz",
         "--livekit-api-secret",
         "a-secret-of-our-own",
     ];
+    const SERVICE_CREDENTIALS: &[&str] =
+        &["--grpc-gateway-tokens", "a-gateway-credential-of-32-bytes"];
 
     #[test]
     fn development_starts_with_the_defaults() {
@@ -134,12 +142,14 @@ mod tests {
         let gateway: Vec<&str> = ["--env", "production", "gateway"]
             .iter()
             .chain(SAFE_GATEWAY)
+            .chain(GATEWAY_CREDENTIAL)
             .copied()
             .collect();
         assert_eq!(refusal(&gateway), Ok(()));
         let handshake: Vec<&str> = ["--env", "production", "handshake"]
             .iter()
             .chain(SAFE_HANDSHAKE)
+            .chain(SERVICE_CREDENTIALS)
             .copied()
             .collect();
         assert_eq!(refusal(&handshake), Ok(()));
@@ -164,10 +174,24 @@ mod tests {
                 "--livekit-api-key",
                 "k",
                 "--livekit-api-secret",
-                "s2"
+                "s2",
+                "--grpc-service-tokens",
+                "a-service-credential-of-32-bytes",
             ]),
             Ok(())
         );
+        // `serve` needs no gRPC credential of its own (it makes one), standalone pieces do.
+        let message = refusal(&["--env", "production", "handshake"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("VIDEOCHAT_GRPC_GATEWAY_TOKENS"),
+            "{message}"
+        );
+        let message = refusal(&["--env", "production", "gateway"])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("VIDEOCHAT_GRPC_TOKEN"), "{message}");
         assert_eq!(refusal(&["--env", "production", "migrate"]), Ok(()));
     }
 }

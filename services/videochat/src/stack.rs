@@ -31,6 +31,7 @@ impl Embedded {
     /// Binds the three listeners and builds the replica (migrating the store, checking engine
     /// settings), so every start-up error surfaces before anything serves.
     pub async fn bind(gateway: GatewayConfig, handshake: HandshakeConfig) -> anyhow::Result<Self> {
+        let (mut gateway, handshake) = embed(gateway, handshake);
         let ws = bind_websocket(gateway.ws_addr)?;
         let grpc = TcpListener::bind(handshake.grpc_addr).await?;
         let metrics = TcpListener::bind(handshake.metrics_addr).await?;
@@ -39,6 +40,14 @@ impl Embedded {
             grpc: grpc.local_addr()?,
             metrics: metrics.local_addr()?,
         };
+        // The embedded gateway reaches the service on loopback, over TLS if the port has it
+        // (its certificate must then name 127.0.0.1, or VIDEOCHAT_GRPC_TLS_DOMAIN what it names).
+        let scheme = if handshake.grpc_tls() {
+            "https"
+        } else {
+            "http"
+        };
+        gateway.handshake_url = format!("{scheme}://{}", bound.grpc);
         let replica = Replica::build(handshake).await?;
         Ok(Self {
             bound,
@@ -62,15 +71,35 @@ impl Embedded {
             metrics.clone(),
             service_stop.clone(),
         ));
-        let mut gateway = self.gateway;
-        gateway.handshake_url = format!("http://{}", self.bound.grpc);
-        let gateway_result = videochat_gateway::run(gateway, self.ws, metrics, shutdown).await;
+        let gateway_result = videochat_gateway::run(self.gateway, self.ws, metrics, shutdown).await;
         service_stop.cancel();
         let service_result = service.await?;
         gateway_result?;
         service_result?;
         Ok(())
     }
+}
+
+/// The configuration of `serve`: the embedded gateway gets a credential of its own, made
+/// afresh at every start and known only to this process, and the service accepts it beside any
+/// gateway credentials configured (for other gateways). So `serve` needs no gRPC settings, yet
+/// nothing else that reaches the loopback port can attach as a gateway. Internal services
+/// still need `VIDEOCHAT_GRPC_SERVICE_TOKENS`.
+pub fn embed(
+    mut gateway: GatewayConfig,
+    mut handshake: HandshakeConfig,
+) -> (GatewayConfig, HandshakeConfig) {
+    // Two v4 UUIDs: 244 random bits from the OS generator, printable as a header value.
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    handshake
+        .grpc_gateway_tokens
+        .push(videochat_handshake::config::Secret::from(token.clone()));
+    gateway.grpc_token = Some(token);
+    (gateway, handshake)
 }
 
 /// Connections a WebSocket listener lets wait for `accept`. When thousands of clients reconnect

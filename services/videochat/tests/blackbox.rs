@@ -13,6 +13,7 @@ async fn python_grpcio_lists_services_by_reflection_and_calls_health() {
     let output = tokio::process::Command::new(&python)
         .arg(here.join("grpc_check.py"))
         .arg(app.bound.grpc.to_string())
+        .arg(SERVICE_TOKEN)
         .output()
         .await
         .unwrap();

@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 use videochat_handshake::engine::EngineKind;
 use videochat_handshake::engine::agora::parse;
 use videochat_proto::v1 as pb;
-use videochat_proto::v1::handshake_client::HandshakeClient;
 
 const AGORA_APP_ID: &str = "970CA35de60c44645bbae8a215061b33";
 const AGORA_CERTIFICATE: &str = "5CFd2fd1755d40ecb72977518be15d3b";
@@ -108,7 +107,7 @@ async fn livekit_handshake_and_a_per_request_engine_choice() {
     // An internal service rings with Agora although LiveKit is the default.
     let mut carol = app.connect("carol").await;
     let _dave_socket = app.connect("dave").await;
-    let mut grpc = HandshakeClient::connect(app.grpc_url()).await.unwrap();
+    let mut grpc = app.handshake_client().await;
     let ring = grpc
         .request_direct_videochat(pb::RequestDirectVideochatRequest {
             actor: Some(pb::Actor {

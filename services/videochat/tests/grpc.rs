@@ -7,8 +7,6 @@ use common::*;
 use serde_json::json;
 use tonic_types::StatusExt;
 use videochat_proto::v1 as pb;
-use videochat_proto::v1::handshake_client::HandshakeClient;
-use videochat_proto::v1::user_directory_client::UserDirectoryClient;
 
 on_both_backends!(
     application_errors_carry_the_contract_code_in_error_info,
@@ -33,7 +31,7 @@ fn actor(user: &str, key: &str) -> Option<pb::Actor> {
 
 async fn application_errors_carry_the_contract_code_in_error_info(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let mut client = HandshakeClient::connect(app.grpc_url()).await.unwrap();
+    let mut client = app.handshake_client().await;
     let status = client
         .request_direct_videochat(pb::RequestDirectVideochatRequest {
             actor: actor("alice", "k1"),
@@ -75,7 +73,7 @@ async fn application_errors_carry_the_contract_code_in_error_info(backend: Backe
 
 async fn full_profiles_from_the_directory_reach_the_rings(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let mut users = UserDirectoryClient::connect(app.grpc_url()).await.unwrap();
+    let mut users = app.users_client().await;
     let profile = pb::User {
         id: "alice".into(),
         first_name: "Alice".into(),
@@ -154,7 +152,7 @@ async fn invitees_into_a_conference_are_participants_not_promoted(backend: Backe
     let app = TestApp::spawn(backend).await;
     let mut host = app.connect("host").await;
     let mut guest = app.connect("guest").await;
-    let mut client = HandshakeClient::connect(app.grpc_url()).await.unwrap();
+    let mut client = app.handshake_client().await;
     let owner = client
         .create_videochat(pb::CreateVideochatRequest {
             owner_user_id: "host".into(),
@@ -210,7 +208,7 @@ async fn invitees_into_a_conference_are_participants_not_promoted(backend: Backe
 
 async fn bad_rpc_fields_are_invalid_argument_naming_the_field(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let mut client = HandshakeClient::connect(app.grpc_url()).await.unwrap();
+    let mut client = app.handshake_client().await;
     let status = client
         .decline_videochat_request(pb::DeclineVideochatRequestRequest {
             actor: None,
@@ -230,7 +228,7 @@ async fn bad_rpc_fields_are_invalid_argument_naming_the_field(backend: Backend) 
     let violations = status.get_details_bad_request().unwrap().field_violations;
     assert_eq!(violations[0].field, "actor.idempotency_key");
 
-    let mut users = UserDirectoryClient::connect(app.grpc_url()).await.unwrap();
+    let mut users = app.users_client().await;
     let status = users
         .upsert_user(pb::UpsertUserRequest {
             user: Some(pb::User {

@@ -159,3 +159,121 @@ async fn production_starts_and_serves_with_safe_settings() {
     assert!(exit.success(), "exit status {exit}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `command` with `env` in production mode and returns what it printed on stderr; it must
+/// exit at once, unsuccessfully.
+async fn refused(command: &str, env: &[(&str, &str)]) -> String {
+    let dir = temp_dir();
+    let mut child = base(command, &dir);
+    for (key, value) in env {
+        child.env(key, value);
+    }
+    let output = tokio::time::timeout(DEADLINE, child.output())
+        .await
+        .expect("exits at once")
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!output.status.success(), "{command} {env:?} started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_refuses_unauthenticated_or_plaintext_internal_grpc() {
+    const TOKEN: &str = "an-internal-credential-of-32-byte";
+    let livekit = [
+        ("LIVEKIT_API_KEY", "APIprod"),
+        ("LIVEKIT_API_SECRET", "a-livekit-secret-of-our-own"),
+    ];
+    let handshake = |extra: &[(&'static str, &'static str)]| {
+        livekit.iter().chain(extra).copied().collect::<Vec<_>>()
+    };
+    type Case = (
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        &'static [&'static str],
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "handshake",
+            handshake(&[]),
+            &[
+                "VIDEOCHAT_GRPC_GATEWAY_TOKENS",
+                "VIDEOCHAT_GRPC_SERVICE_TOKENS",
+            ],
+        ),
+        (
+            "handshake",
+            handshake(&[("VIDEOCHAT_GRPC_AUTH", "none")]),
+            &["VIDEOCHAT_GRPC_AUTH=none"],
+        ),
+        (
+            "handshake",
+            handshake(&[("VIDEOCHAT_GRPC_SERVICE_TOKENS", "short")]),
+            &["shorter than 32 bytes"],
+        ),
+        (
+            "handshake",
+            handshake(&[
+                ("VIDEOCHAT_GRPC_GATEWAY_TOKENS", TOKEN),
+                ("VIDEOCHAT_GRPC_ADDR", "0.0.0.0:0"),
+            ]),
+            &[
+                "VIDEOCHAT_GRPC_ADDR=0.0.0.0:0",
+                "VIDEOCHAT_GRPC_TLS_CERT_FILE",
+                "VIDEOCHAT_GRPC_TRUST_NETWORK",
+            ],
+        ),
+        (
+            "gateway",
+            vec![
+                ("VIDEOCHAT_JWT_SECRET", STRONG_SECRET),
+                ("VIDEOCHAT_ALLOWED_ORIGINS", "https://app.example.test"),
+            ],
+            &["VIDEOCHAT_GRPC_TOKEN is not set"],
+        ),
+        (
+            "gateway",
+            vec![
+                ("VIDEOCHAT_JWT_SECRET", STRONG_SECRET),
+                ("VIDEOCHAT_ALLOWED_ORIGINS", "https://app.example.test"),
+                ("VIDEOCHAT_GRPC_TOKEN", TOKEN),
+                ("VIDEOCHAT_HANDSHAKE_URL", "http://handshake.internal:50051"),
+            ],
+            &["VIDEOCHAT_HANDSHAKE_URL=http://handshake.internal:50051"],
+        ),
+    ];
+    for (command, env, named) in cases {
+        let stderr = refused(command, &env).await;
+        assert!(
+            stderr.contains("VIDEOCHAT_ENV=production refuses to start"),
+            "{stderr}"
+        );
+        for name in named {
+            assert!(
+                stderr.contains(name),
+                "{command} {env:?}: {name} not named in {stderr}"
+            );
+        }
+    }
+
+    // Outside production too, a standalone service with no credential does not start: internal
+    // authentication is required by default.
+    let dir = temp_dir();
+    let output = tokio::time::timeout(
+        DEADLINE,
+        base("handshake", &dir)
+            .env("VIDEOCHAT_ENV", "development")
+            .env("DATABASE_URL", format!("sqlite://{}/x.db", dir.display()))
+            .output(),
+    )
+    .await
+    .expect("exits at once")
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("VIDEOCHAT_GRPC_AUTH=none for a development run"),
+        "{stderr}"
+    );
+}

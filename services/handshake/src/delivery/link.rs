@@ -50,6 +50,9 @@ pub struct Links {
     pub hub: Arc<Hub>,
     pub lease: Duration,
     pub replica_id: String,
+    /// Most live sockets one user may hold across all gateways
+    /// (`VIDEOCHAT_MAX_SOCKETS_PER_USER_CLUSTER`); one more is refused with 10019.
+    pub max_sockets_per_user: u32,
 }
 
 impl Links {
@@ -293,9 +296,11 @@ impl Links {
         }
     }
 
-    /// The registration replies: each socket's start position and what it is owed before it.
+    /// The registration replies: each socket's start position and what it is owed before it,
+    /// or its refusal.
     async fn owed(
         &self,
+        gateway: &GatewayId,
         opened: &[OpenedSocket],
         registered: StoreResult<Vec<Registration>>,
     ) -> StoreResult<Vec<pb::SocketRegistered>> {
@@ -303,26 +308,56 @@ impl Links {
         let openings: Vec<Opening<'_>> = opened
             .iter()
             .zip(&registrations)
+            .filter(|(_, registration)| !registration.refused)
             .map(|(socket, registration)| Opening {
                 user: &socket.user,
                 resume_after: socket.resume_after,
                 registration,
             })
             .collect();
-        let owed = resume::owed(self.store.as_ref(), &openings, now_ms()).await?;
+        let mut owed = resume::owed(self.store.as_ref(), &openings, now_ms())
+            .await?
+            .into_iter();
         Ok(opened
             .iter()
-            .zip(registrations)
-            .zip(owed)
-            .map(|((socket, registration), owed)| pb::SocketRegistered {
-                connection_id: socket.connection.to_string(),
-                error: String::new(),
-                last_seq: registration.last_seq,
-                pending_rings: owed.rings,
-                missed: owed.missed,
-                resync: owed.resync,
+            .zip(&registrations)
+            .map(|(socket, registration)| {
+                if registration.refused {
+                    return self.refuse_over_limit(gateway, socket);
+                }
+                let owed = owed.next().unwrap_or_default();
+                pb::SocketRegistered {
+                    connection_id: socket.connection.to_string(),
+                    error: String::new(),
+                    last_seq: registration.last_seq,
+                    pending_rings: owed.rings,
+                    missed: owed.missed,
+                    resync: owed.resync,
+                    code: 0,
+                }
             })
             .collect())
+    }
+
+    /// The refusal of a socket whose user already holds the most sockets allowed: the gateway
+    /// refuses the upgrade (HTTP 429 naming 10019) and reports the socket closed.
+    fn refuse_over_limit(
+        &self,
+        gateway: &GatewayId,
+        socket: &OpenedSocket,
+    ) -> pb::SocketRegistered {
+        tracing::info!(%gateway, user = %socket.user, limit = self.max_sockets_per_user, "socket refused: too many sockets for the user");
+        metrics::counter!("videochat_limits_total", "limit" => "sockets_per_user").increment(1);
+        let code = crate::error::ErrorCode::TooManySockets;
+        pb::SocketRegistered {
+            connection_id: socket.connection.to_string(),
+            error: format!(
+                "too many sockets for this user: at most {} across the service",
+                self.max_sockets_per_user
+            ),
+            code: code as i32,
+            ..Default::default()
+        }
     }
 
     async fn register_batch(
@@ -334,9 +369,15 @@ impl Links {
         metrics::histogram!("videochat_socket_registration_batch").record(opened.len() as f64);
         let result = self
             .store
-            .register_sockets(gateway, opened, self.lease_until(), now_ms())
+            .register_sockets(
+                gateway,
+                opened,
+                self.max_sockets_per_user,
+                self.lease_until(),
+                now_ms(),
+            )
             .await;
-        let replies: Vec<pb::SocketRegistered> = match self.owed(opened, result).await {
+        let replies: Vec<pb::SocketRegistered> = match self.owed(gateway, opened, result).await {
             Ok(replies) => replies,
             Err(error) => {
                 tracing::warn!(%gateway, %error, sockets = opened.len(), "cannot register sockets");

@@ -1,6 +1,8 @@
 //! The gRPC surface of the service: the three services of `videochat.handshake.v1`, the
-//! standard health service, and server reflection (v1 and v1alpha).
+//! standard health service, and server reflection (v1 and v1alpha, if enabled) — behind
+//! [`auth`], which admits each caller in its role, and optionally TLS or mutual TLS.
 
+pub mod auth;
 pub(crate) mod convert;
 mod gateway_link;
 mod handshake;
@@ -8,15 +10,19 @@ mod observe;
 pub mod status;
 mod users;
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use videochat_proto::v1::{
     FILE_DESCRIPTOR_SET, gateway_link_server::GatewayLinkServer, handshake_server::HandshakeServer,
     user_directory_server::UserDirectoryServer,
 };
 
+use crate::config::HandshakeConfig;
 use crate::delivery::link::Links;
 use crate::service::Handshake;
 
@@ -24,9 +30,84 @@ pub use gateway_link::GatewayLinkApi;
 pub use handshake::HandshakeApi;
 pub use users::UserDirectoryApi;
 
+/// How the gRPC port admits callers: built from the configuration at start-up, so that a
+/// missing credential or an unreadable certificate stops the replica before it serves.
+pub struct Access {
+    pub policy: Arc<auth::Policy>,
+    pub reflection: bool,
+    pub tls: Option<ServerTlsConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error(
+        "internal gRPC authentication is required (VIDEOCHAT_GRPC_AUTH=required, the default) \
+         but no credential is configured: set VIDEOCHAT_GRPC_GATEWAY_TOKENS (and the same value \
+         as VIDEOCHAT_GRPC_TOKEN on the gateways) and/or VIDEOCHAT_GRPC_SERVICE_TOKENS; or \
+         VIDEOCHAT_GRPC_AUTH=none for a development run on a trusted host"
+    )]
+    NoCredentials,
+    #[error(
+        "VIDEOCHAT_GRPC_TLS_CERT_FILE and VIDEOCHAT_GRPC_TLS_KEY_FILE go together \
+         (VIDEOCHAT_GRPC_TLS_CLIENT_CA_FILE needs both)"
+    )]
+    TlsIncomplete,
+    #[error("cannot read {setting} ({path}): {source}")]
+    File {
+        setting: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Access {
+    pub fn from_config(config: &HandshakeConfig) -> Result<Self, AccessError> {
+        let policy = auth::Policy::from_config(config);
+        if !policy.accepts_anyone() {
+            return Err(AccessError::NoCredentials);
+        }
+        let tls = match (
+            &config.grpc_tls_cert_file,
+            &config.grpc_tls_key_file,
+            &config.grpc_tls_client_ca_file,
+        ) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), client_ca) => {
+                let identity = Identity::from_pem(
+                    read("VIDEOCHAT_GRPC_TLS_CERT_FILE", cert)?,
+                    read("VIDEOCHAT_GRPC_TLS_KEY_FILE", key)?,
+                );
+                let mut tls = ServerTlsConfig::new().identity(identity);
+                if let Some(ca) = client_ca {
+                    tls = tls.client_ca_root(Certificate::from_pem(read(
+                        "VIDEOCHAT_GRPC_TLS_CLIENT_CA_FILE",
+                        ca,
+                    )?));
+                }
+                Some(tls)
+            }
+            _ => return Err(AccessError::TlsIncomplete),
+        };
+        Ok(Self {
+            policy: Arc::new(policy),
+            reflection: config.grpc_reflection,
+            tls,
+        })
+    }
+}
+
+fn read(setting: &'static str, path: &Path) -> Result<Vec<u8>, AccessError> {
+    std::fs::read(path).map_err(|source| AccessError::File {
+        setting,
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// Serves gRPC on `listener` until `shutdown`, then drains in-flight calls.
 pub async fn serve(
     listener: TcpListener,
+    access: Access,
     handshake: Handshake,
     links: Links,
     shutdown: CancellationToken,
@@ -59,9 +140,20 @@ pub async fn serve(
             e
         });
 
+    let (reflection_v1, reflection_v1alpha) = if access.reflection {
+        (reflection_v1.ok(), reflection_v1alpha.ok())
+    } else {
+        (None, None)
+    };
     let stream_shutdown = shutdown.clone();
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = access.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder
+        // Outermost, so refused calls are traced and timed too.
         .layer(observe::ObserveLayer)
+        .layer(auth::AuthLayer::new(access.policy))
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
@@ -73,8 +165,8 @@ pub async fn serve(
             links,
             stream_shutdown,
         )))
-        .add_optional_service(reflection_v1.ok())
-        .add_optional_service(reflection_v1alpha.ok());
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha);
 
     router
         .serve_with_incoming_shutdown(incoming(listener), async move {

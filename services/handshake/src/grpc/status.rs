@@ -25,6 +25,9 @@ impl From<HandshakeError> for Status {
                 Code::FailedPrecondition
             }
             ErrorCode::NotAllowed => Code::PermissionDenied,
+            ErrorCode::TooManyPendingRings
+            | ErrorCode::TooManyInvites
+            | ErrorCode::TooManySockets => Code::ResourceExhausted,
             ErrorCode::Internal => Code::Internal,
         };
         let message = if code == ErrorCode::Internal {

@@ -8,7 +8,7 @@
 
 use crate::change::{Facts, IdempotencyRecord, RecordedOutcome};
 use crate::domain::{IdempotencyKey, UserId, VideochatRequest};
-use crate::machine::{Command, MAX_RING_PARTICIPANTS};
+use crate::machine::{Command, INVITE_WINDOW_MS, MAX_RING_PARTICIPANTS};
 
 use super::rows::{participant_from_row, request_from_row, user_from_row, videochat_from_row};
 use super::{StoreError, StoreResult};
@@ -86,6 +86,14 @@ macro_rules! available_fact {
     };
 }
 
+/// How many rings `$1` has ringing at `$5` (the pending-rings limit).
+macro_rules! outgoing_fact {
+    () => {
+        "SELECT 'outgoing', NULL, NULL, NULL, NULL, NULL, NULL, NULL, COUNT(*), NULL, NULL \
+         FROM videochat_requests WHERE initiator_id = $1 AND status = 'pending' AND expires_at_ms > $5"
+    };
+}
+
 /// `$1` actor, `$2` key, `$3` target, `$4` pair key, `$5` now.
 const REQUEST_DIRECT: &str = concat!(
     idempotency_fact!(),
@@ -97,9 +105,12 @@ const REQUEST_DIRECT: &str = concat!(
     " WHERE pair_key = $4 AND kind = 'direct' AND status = 'pending'",
     " UNION ALL ",
     available_fact!(),
+    " UNION ALL ",
+    outgoing_fact!(),
 );
 
-/// `$1` actor, `$2` key, `$3` target, `$4` videochat, `$5` now, `$6` how many participants.
+/// `$1` actor, `$2` key, `$3` target, `$4` videochat, `$5` now, `$6` how many participants,
+/// `$7` since when invites count towards the invites-per-minute limit.
 const INVITE: &str = concat!(
     idempotency_fact!(),
     " UNION ALL ",
@@ -124,6 +135,11 @@ const INVITE: &str = concat!(
     " WHERE videochat_id = $4 AND target_id = $3 AND kind = 'invite' AND status = 'pending'",
     " UNION ALL ",
     available_fact!(),
+    " UNION ALL ",
+    outgoing_fact!(),
+    " UNION ALL ",
+    "SELECT 'invites', NULL, NULL, NULL, NULL, NULL, NULL, NULL, COUNT(*), NULL, NULL \
+     FROM videochat_requests WHERE videochat_id = $4 AND kind = 'invite' AND created_at_ms > $7",
 );
 
 /// `$1` actor, `$2` key, `$3` request.
@@ -197,6 +213,7 @@ pub(super) fn query(
             params.push(Param::Text(videochat.to_string()));
             params.push(Param::Int(now_ms));
             params.push(Param::Int(MAX_RING_PARTICIPANTS));
+            params.push(Param::Int(now_ms - INVITE_WINDOW_MS));
             INVITE
         }
         Command::Accept { request } => {
@@ -214,6 +231,10 @@ pub(super) fn query(
         }
     };
     (sql, params)
+}
+
+fn count(n: Option<i64>) -> u32 {
+    u32::try_from(n.unwrap_or_default()).unwrap_or(u32::MAX)
 }
 
 /// Tagged rows back into facts. `actor` and `key` name the idempotency record, if one came.
@@ -294,6 +315,8 @@ pub(super) fn facts_from_rows(
                 facts.max_uid = u32::try_from(n2.unwrap_or_default()).unwrap_or(u32::MAX);
             }
             "available" => facts.target_available = true,
+            "outgoing" => facts.pending_outgoing = count(n1),
+            "invites" => facts.recent_invites = count(n1),
             other => {
                 return Err(StoreError::Corrupt {
                     table: "facts",

@@ -148,6 +148,9 @@ pub struct OpenedSocket {
 /// What a newly registered socket must know.
 #[derive(Clone, Debug, Default)]
 pub struct Registration {
+    /// The user already held the most sockets allowed across the cluster: the socket was not
+    /// recorded (nor its profile claims applied), and the other fields are empty.
+    pub refused: bool,
     /// The user's newest mailbox position: the socket gets the events after it.
     pub last_seq: u64,
     /// The newest position a gateway reported delivered to some socket of the user.
@@ -220,10 +223,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records sockets a gateway opened (the users become available) and applies their
     /// just-in-time profiles, all in one transaction; returns what each socket must be told.
+    /// A socket whose user would then hold more than `max_per_user` live sockets (on gateways
+    /// with a live lease, this batch's earlier sockets included) is refused and changes nothing.
+    /// Two replicas registering the same user's sockets at the same instant may each let one
+    /// through: the cap is exact per replica and approximate across replicas.
     async fn register_sockets(
         &self,
         gateway: &GatewayId,
         opened: &[OpenedSocket],
+        max_per_user: u32,
         lease_until_ms: i64,
         now_ms: i64,
     ) -> StoreResult<Vec<Registration>>;
@@ -390,6 +398,38 @@ pub(crate) fn positions_of(rows: &[(String, i64, i64)], user: &UserId) -> (u64, 
             )
         })
         .unwrap_or_default()
+}
+
+/// What each socket of a registered batch is told: refused unless `accepted`, otherwise its
+/// user's positions (`(user, last_seq, seen_seq)` rows) and rings.
+pub(crate) fn registrations(
+    opened: &[OpenedSocket],
+    accepted: &[&OpenedSocket],
+    positions: &[(String, i64, i64)],
+    rings: &[(UserId, Ring)],
+) -> Vec<Registration> {
+    opened
+        .iter()
+        .map(|socket| {
+            if !accepted.iter().any(|a| a.connection == socket.connection) {
+                return Registration {
+                    refused: true,
+                    ..Registration::default()
+                };
+            }
+            let (last_seq, seen_seq) = positions_of(positions, &socket.user);
+            Registration {
+                refused: false,
+                last_seq,
+                seen_seq,
+                rings: rings
+                    .iter()
+                    .filter(|(target, _)| target == &socket.user)
+                    .map(|(_, ring)| ring.clone())
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// A watch channel used as a level-triggered "something new" signal.

@@ -461,30 +461,34 @@ impl Store for SqliteStore {
         &self,
         gateway: &GatewayId,
         opened: &[OpenedSocket],
+        max_per_user: u32,
         lease_until_ms: i64,
         now_ms: i64,
     ) -> StoreResult<Vec<Registration>> {
         // The whole batch as one JSON array, so the statements below are a constant number per
         // batch however many sockets it holds.
-        let sockets = serde_json::Value::Array(
-            opened
-                .iter()
-                .map(|s| {
-                    let p = &s.profile;
-                    serde_json::json!({
-                        "connection": s.connection.as_str(),
-                        "user": s.user.as_str(),
-                        "first_name": p.first_name,
-                        "last_name": p.last_name,
-                        "privacy_mode": p.privacy_mode,
-                        "avatar": p.avatar,
-                        "company_name": p.company_name,
-                        "company_title": p.company_title,
+        let as_json = |sockets: &mut dyn Iterator<Item = &OpenedSocket>| {
+            serde_json::Value::Array(
+                sockets
+                    .map(|s| {
+                        let p = &s.profile;
+                        serde_json::json!({
+                            "connection": s.connection.as_str(),
+                            "user": s.user.as_str(),
+                            "first_name": p.first_name,
+                            "last_name": p.last_name,
+                            "privacy_mode": p.privacy_mode,
+                            "avatar": p.avatar,
+                            "company_name": p.company_name,
+                            "company_title": p.company_title,
+                        })
                     })
-                })
-                .collect(),
-        )
-        .to_string();
+                    .collect(),
+            )
+            .to_string()
+        };
+        let batch = as_json(&mut opened.iter());
+        let accepted: Vec<&OpenedSocket>;
         {
             let mut connection = self.writer.connection.lock().await;
             let mut tx = Connection::begin(&mut *connection).await?;
@@ -496,16 +500,30 @@ impl Store for SqliteStore {
             .bind(lease_until_ms)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
+            // A socket is recorded only while its user stays within `max_per_user` live sockets,
+            // counting this batch's earlier sockets of the same user (`k`).
+            let recorded: Vec<(String,)> = sqlx::query_as(
                 "INSERT INTO connections (id, user_id, gateway_id, connected_at_ms) \
-                 SELECT value ->> 'connection', value ->> 'user', $2, $3 FROM json_each($1) WHERE true \
-                 ON CONFLICT (id) DO NOTHING",
+                 SELECT n.id, n.user_id, $2, $3 FROM \
+                   (SELECT value ->> 'connection' AS id, value ->> 'user' AS user_id, \
+                           row_number() OVER (PARTITION BY value ->> 'user' ORDER BY key) AS k \
+                    FROM json_each($1)) AS n \
+                 WHERE n.k + (SELECT COUNT(*) FROM connections x JOIN gateways g ON g.id = x.gateway_id \
+                              WHERE x.user_id = n.user_id AND x.id <> n.id AND g.lease_expires_at_ms > $3) <= $4 \
+                 ON CONFLICT (id) DO UPDATE SET gateway_id = excluded.gateway_id \
+                 RETURNING id",
             )
-            .bind(&sockets)
+            .bind(&batch)
             .bind(gateway.as_str())
             .bind(now_ms)
-            .execute(&mut *tx)
+            .bind(i64::from(max_per_user))
+            .fetch_all(&mut *tx)
             .await?;
+            accepted = opened
+                .iter()
+                .filter(|s| recorded.iter().any(|(id,)| id == s.connection.as_str()))
+                .collect();
+            let sockets = as_json(&mut accepted.iter().copied());
             // Just-in-time profiles: new users are created; known ones change where a claim
             // says something (a claim left out leaves the stored value).
             sqlx::query(
@@ -539,7 +557,7 @@ impl Store for SqliteStore {
         }
         // After the commit, positions before rings (see the Postgres store for why).
         let users = serde_json::Value::Array(
-            opened
+            accepted
                 .iter()
                 .map(|s| serde_json::Value::from(s.user.as_str()))
                 .collect(),
@@ -554,21 +572,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await?;
         let rings = self.rings_of(&users, now_ms).await?;
-        Ok(opened
-            .iter()
-            .map(|socket| {
-                let (last_seq, seen_seq) = positions_of(&last_seqs, &socket.user);
-                Registration {
-                    last_seq,
-                    seen_seq,
-                    rings: rings
-                        .iter()
-                        .filter(|(target, _)| target == &socket.user)
-                        .map(|(_, ring)| ring.clone())
-                        .collect(),
-                }
-            })
-            .collect())
+        Ok(super::registrations(opened, &accepted, &last_seqs, &rings))
     }
 
     async fn close_sockets(&self, connections: &[ConnectionId]) -> StoreResult<()> {

@@ -1,11 +1,13 @@
 """Black-box check of the handshake service's gRPC surface with Python's grpcio.
 
-Usage: grpc_check.py HOST:PORT
+Usage: grpc_check.py HOST:PORT SERVICE_CREDENTIAL
 
 Lists services by server reflection (v1alpha, the only version grpcio-reflection speaks),
 builds message classes from the descriptors reflection returns (no stubs generated from our
 .proto), calls the standard health service, and calls the user directory and the handshake
-service, reading the contract's error code from the rich error details. Prints one line per
+service as an internal service (its bearer credential in the metadata), reading the
+contract's error code from the rich error details; reflection and health need no credential,
+the others refuse a call without one. Prints one line per
 check and exits 1 if any fails.
 """
 
@@ -28,17 +30,22 @@ def check(name, condition, detail=""):
         failures.append(name)
 
 
-def unary(channel, method, request, response_class):
+CREDENTIAL = None
+
+
+def unary(channel, method, request, response_class, credential=True):
     call = channel.unary_unary(
         method,
         request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=response_class.FromString,
     )
-    return call(request, timeout=5)
+    metadata = [("authorization", f"Bearer {CREDENTIAL}")] if credential else []
+    return call(request, timeout=5, metadata=metadata)
 
 
 def main():
-    address = sys.argv[1]
+    global CREDENTIAL
+    address, CREDENTIAL = sys.argv[1], sys.argv[2]
     channel = grpc.insecure_channel(address)
     grpc.channel_ready_future(channel).result(timeout=10)
 
@@ -79,6 +86,13 @@ def main():
     unary(channel, "/videochat.handshake.v1.UserDirectory/UpsertUser", UpsertUserRequest(user=user),
           UpsertUserResponse)
     GetUserRequest, GetUserResponse = message("GetUserRequest"), message("GetUserResponse")
+    try:
+        unary(channel, "/videochat.handshake.v1.UserDirectory/GetUser",
+              GetUserRequest(user_id="blackbox-user"), GetUserResponse, credential=False)
+        check("a call without a credential is refused", False, "the call succeeded")
+    except grpc.RpcError as error:
+        check("a call without a credential is UNAUTHENTICATED",
+              error.code() == grpc.StatusCode.UNAUTHENTICATED, error.code())
     fetched = unary(channel, "/videochat.handshake.v1.UserDirectory/GetUser",
                     GetUserRequest(user_id="blackbox-user"), GetUserResponse)
     check("UpsertUser then GetUser round-trips the profile", fetched.user == user, fetched.user)

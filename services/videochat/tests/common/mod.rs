@@ -25,6 +25,10 @@ use videochat_handshake::HandshakeConfig;
 /// How long a test waits for something that should happen.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 pub const SECRET: &str = "test-secret";
+/// The internal gRPC credentials of the test stacks: gateways started beside the embedded one
+/// use the first; tests playing an internal service the second.
+pub const GATEWAY_TOKEN: &str = "test-gateway-credential-0123456789abcdef";
+pub const SERVICE_TOKEN: &str = "test-service-credential-0123456789abcdef";
 
 pub const REQUESTED: &str = "videochat:videochatRequested";
 pub const DIRECT_ACCEPTED: &str = "videochat:directVideochatRequestAccepted";
@@ -80,6 +84,10 @@ pub fn configs() -> (GatewayConfig, HandshakeConfig) {
     gateway.rate_limit_per_s = 200;
     gateway.rate_limit_burst = 400;
     gateway.drain_timeout_s = 2.0;
+    gateway.grpc_token = Some(GATEWAY_TOKEN.into());
+    handshake.grpc_gateway_tokens = vec![GATEWAY_TOKEN.to_owned().into()];
+    handshake.grpc_service_tokens = vec![SERVICE_TOKEN.to_owned().into()];
+    handshake.grpc_services_act_for_users = true;
     handshake.grpc_addr = "127.0.0.1:0".parse().unwrap();
     handshake.metrics_addr = "127.0.0.1:0".parse().unwrap();
     handshake.ring_timeout_s = 30.0;
@@ -243,6 +251,29 @@ impl TestApp {
         format!("http://{}", self.bound.grpc)
     }
 
+    /// A gRPC channel to the service whose calls carry `token` (none: no credential at all).
+    pub async fn grpc_as(&self, token: Option<&str>) -> GrpcChannel {
+        grpc_channel(&self.grpc_url(), token).await
+    }
+
+    /// `Handshake` as an internal service.
+    pub async fn handshake_client(
+        &self,
+    ) -> videochat_proto::v1::handshake_client::HandshakeClient<GrpcChannel> {
+        videochat_proto::v1::handshake_client::HandshakeClient::new(
+            self.grpc_as(Some(SERVICE_TOKEN)).await,
+        )
+    }
+
+    /// `UserDirectory` as an internal service.
+    pub async fn users_client(
+        &self,
+    ) -> videochat_proto::v1::user_directory_client::UserDirectoryClient<GrpcChannel> {
+        videochat_proto::v1::user_directory_client::UserDirectoryClient::new(
+            self.grpc_as(Some(SERVICE_TOKEN)).await,
+        )
+    }
+
     pub fn token(user: &str) -> String {
         videochat_gateway::auth::sign_dev_token(SECRET, user, Some(&format!("{user} Tester")), 3600)
             .unwrap()
@@ -266,6 +297,38 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Attaches `authorization: Bearer <token>` to every call, as an internal caller does.
+#[derive(Clone)]
+pub struct Bearer(pub Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type GrpcChannel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// A connected channel to `url` whose calls carry `token`.
+pub async fn grpc_channel(url: &str, token: Option<&str>) -> GrpcChannel {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .expect("gRPC port reachable");
+    let bearer = Bearer(token.map(|t| format!("Bearer {t}").parse().unwrap()));
+    tonic::service::interceptor::InterceptedService::new(channel, bearer)
 }
 
 /// Plain HTTP GET over a TCP socket; returns status and body.

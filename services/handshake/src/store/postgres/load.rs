@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use super::batch::Run;
 use crate::change::Facts;
 use crate::domain::{IdempotencyKey, UserId, VideochatRequest};
-use crate::machine::{Command, MAX_RING_PARTICIPANTS};
+use crate::machine::{Command, INVITE_WINDOW_MS, MAX_RING_PARTICIPANTS};
 use crate::store::StoreResult;
 use crate::store::facts::{FactRow, facts_from_rows};
 
@@ -84,6 +84,15 @@ macro_rules! request_columns_of_r {
          r.created_at_ms, r.expires_at_ms, NULL"
     };
 }
+/// How many rings each operation's actor has ringing at `$6` (the pending-rings limit).
+macro_rules! outgoing_of_q {
+    () => {
+        "SELECT q.op, 'outgoing', NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+         (SELECT COUNT(*) FROM videochat_requests v WHERE v.initiator_id = q.actor \
+          AND v.status = 'pending' AND v.expires_at_ms > $6), NULL, NULL FROM q"
+    };
+}
+
 /// `$1` ops, `$2` actors, `$3` keys, `$4` targets, `$5` pair keys, `$6` now.
 const REQUEST_DIRECT: &str = concat!(
     "WITH q AS (SELECT * FROM UNNEST($1::int[], $2::text[], $3::text[], $4::text[], $5::text[]) \
@@ -98,10 +107,12 @@ const REQUEST_DIRECT: &str = concat!(
     " UNION ALL SELECT q.op, 'available', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1, NULL, NULL FROM q \
      WHERE EXISTS (SELECT 1 FROM connections c JOIN gateways g ON g.id = c.gateway_id \
                    WHERE c.user_id = q.target AND g.lease_expires_at_ms > $6)",
+    " UNION ALL ",
+    outgoing_of_q!(),
 );
 
 /// `$1` ops, `$2` actors, `$3` keys, `$4` targets, `$5` videochats, `$6` now, `$7` how many
-/// participants to show.
+/// participants to show, `$8` since when invites count towards the invites-per-minute limit.
 const INVITE: &str = concat!(
     "WITH q AS (SELECT * FROM UNNEST($1::int[], $2::text[], $3::text[], $4::text[], $5::text[]) \
      AS q(op, actor, key, target, videochat)) ",
@@ -129,6 +140,11 @@ const INVITE: &str = concat!(
     " UNION ALL SELECT q.op, 'available', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1, NULL, NULL FROM q \
      WHERE EXISTS (SELECT 1 FROM connections c JOIN gateways g ON g.id = c.gateway_id \
                    WHERE c.user_id = q.target AND g.lease_expires_at_ms > $6)",
+    " UNION ALL ",
+    outgoing_of_q!(),
+    " UNION ALL SELECT q.op, 'invites', NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+     (SELECT COUNT(*) FROM videochat_requests v WHERE v.videochat_id = q.videochat \
+      AND v.kind = 'invite' AND v.created_at_ms > $8), NULL, NULL FROM q",
 );
 
 /// `$1` ops, `$2` actors, `$3` keys, `$4` requests.
@@ -302,7 +318,8 @@ impl Loads {
                     _ => None,
                 }))
                 .bind(now)
-                .bind(MAX_RING_PARTICIPANTS),
+                .bind(MAX_RING_PARTICIPANTS)
+                .bind(now - INVITE_WINDOW_MS),
             Command::Accept { .. } | Command::Decline { .. } => query.bind(column(|c| match c {
                 Command::Accept { request } | Command::Decline { request } => {
                     Some(request.to_string())

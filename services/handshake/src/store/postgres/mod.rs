@@ -323,10 +323,11 @@ impl Store for PostgresStore {
         &self,
         gateway: &GatewayId,
         opened: &[OpenedSocket],
+        max_per_user: u32,
         lease_until_ms: i64,
         now_ms: i64,
     ) -> StoreResult<Vec<Registration>> {
-        let users: Vec<&str> = opened.iter().map(|s| s.user.as_str()).collect();
+        let all_users: Vec<&str> = opened.iter().map(|s| s.user.as_str()).collect();
         let mut tx = self.pool.begin().await?;
         // A registration can race a gateway's first heartbeat; the lease row must exist for
         // the socket to count as present.
@@ -338,10 +339,17 @@ impl Store for PostgresStore {
         .bind(lease_until_ms)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO connections (id, user_id, gateway_id, connected_at_ms) \
-             SELECT c.id, c.user_id, $3, $4 FROM UNNEST($1::text[], $2::text[]) AS c(id, user_id) \
-             ON CONFLICT (id) DO NOTHING",
+        // A socket is recorded only while its user stays within `max_per_user` live sockets,
+        // counting this batch's earlier sockets of the same user (`k`).
+        let recorded: Vec<(String,)> = sqlx::query_as(
+            "WITH n AS (SELECT c.id, c.user_id, row_number() OVER (PARTITION BY c.user_id ORDER BY c.ord) AS k \
+                        FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS c(id, user_id, ord)) \
+             INSERT INTO connections (id, user_id, gateway_id, connected_at_ms) \
+             SELECT n.id, n.user_id, $3, $4 FROM n \
+             WHERE n.k + (SELECT COUNT(*) FROM connections x JOIN gateways g ON g.id = x.gateway_id \
+                          WHERE x.user_id = n.user_id AND x.id <> n.id AND g.lease_expires_at_ms > $4) <= $5 \
+             ON CONFLICT (id) DO UPDATE SET gateway_id = excluded.gateway_id \
+             RETURNING id",
         )
         .bind(
             opened
@@ -349,15 +357,21 @@ impl Store for PostgresStore {
                 .map(|s| s.connection.as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind(&users)
+        .bind(&all_users)
         .bind(gateway.as_str())
         .bind(now_ms)
-        .execute(&mut *tx)
+        .bind(i64::from(max_per_user))
+        .fetch_all(&mut *tx)
         .await?;
+        let accepted: Vec<&OpenedSocket> = opened
+            .iter()
+            .filter(|s| recorded.iter().any(|(id,)| id == s.connection.as_str()))
+            .collect();
+        let users: Vec<&str> = accepted.iter().map(|s| s.user.as_str()).collect();
         // Just-in-time profiles: new users are created, known ones change only where a claim
         // says something new (no write at all when nothing changed).
         let patch = |f: fn(&OpenedSocket) -> Option<&str>| -> Vec<Option<&str>> {
-            opened.iter().map(f).collect()
+            accepted.iter().map(|s| f(s)).collect()
         };
         sqlx::query(
             "WITH p AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[]) \
@@ -378,7 +392,7 @@ impl Store for PostgresStore {
         .bind(&users)
         .bind(patch(|s| s.profile.first_name.as_deref()))
         .bind(patch(|s| s.profile.last_name.as_deref()))
-        .bind(opened.iter().map(|s| s.profile.privacy_mode.map(i64::from)).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|s| s.profile.privacy_mode.map(i64::from)).collect::<Vec<_>>())
         .bind(patch(|s| s.profile.avatar.as_deref()))
         .bind(patch(|s| s.profile.company_name.as_deref()))
         .bind(patch(|s| s.profile.company_title.as_deref()))
@@ -397,21 +411,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         let rings = self.rings_of(&users, now_ms).await?;
-        Ok(opened
-            .iter()
-            .map(|socket| {
-                let (last_seq, seen_seq) = positions_of(&last_seqs, &socket.user);
-                Registration {
-                    last_seq,
-                    seen_seq,
-                    rings: rings
-                        .iter()
-                        .filter(|(target, _)| target == &socket.user)
-                        .map(|(_, ring)| ring.clone())
-                        .collect(),
-                }
-            })
-            .collect())
+        Ok(super::registrations(opened, &accepted, &last_seqs, &rings))
     }
 
     async fn close_sockets(&self, connections: &[ConnectionId]) -> StoreResult<()> {
