@@ -42,7 +42,7 @@ pub enum GatewayError {
     #[error(transparent)]
     Auth(#[from] AuthConfigError),
     #[error("invalid VIDEOCHAT_HANDSHAKE_URL: {0}")]
-    Upstream(#[from] tonic::transport::Error),
+    Upstream(#[from] crate::endpoints::EndpointsError),
     #[error("invalid VIDEOCHAT_ALLOWED_ORIGINS: {0}")]
     Origins(#[from] OriginError),
 }
@@ -64,8 +64,9 @@ pub async fn run(
     let auth = Authenticator::from_config(&config)?;
     let origins = OriginPolicy::parse(&config.allowed_origins)?;
     let gateway_id = format!("gw_{}", uuid::Uuid::now_v7().simple());
-    let channel = upstream::channel(&config.handshake_url)?;
-    let upstream = Upstream::new(channel.clone(), config.rpc_timeout());
+    let (channel, endpoints, discovery) =
+        upstream::channel(&config.handshake_url, config.handshake_refresh())?;
+    let upstream = Upstream::new(channel.clone(), endpoints, config.rpc_timeout());
     let registry = Arc::new(Registry::default());
     let link = Arc::new(Link::new(
         channel,
@@ -79,6 +80,7 @@ pub async fn run(
     // that their closes still reach the service.
     let link_stop = CancellationToken::new();
     tasks.spawn(link.clone().run(ready_tx, link_stop.clone()));
+    tasks.spawn(discovery.run(link_stop.clone()));
     tasks.spawn(auth.watch_jwks(config.jwks_reload(), shutdown.clone()));
     let pending_upgrades = PendingUpgrades::new(config.max_pending_upgrades);
     let http1 = limits::http1_builder(&config);
