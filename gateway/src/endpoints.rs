@@ -152,13 +152,15 @@ pub fn balanced(
 ) -> (Channel, Endpoints, Discovery) {
     let (channel, changes) = Channel::balance_channel(64);
     let wake = Arc::new(Notify::new());
+    let (report, watched) = mpsc::channel(64);
     let discovery = Discovery {
         targets,
         endpoint: Box::new(endpoint),
         refresh,
         changes,
         wake: wake.clone(),
-        watched: mpsc::channel(64),
+        report,
+        watched,
         resolved: HashMap::new(),
         probes: HashMap::new(),
         in_balancer: BTreeSet::new(),
@@ -189,11 +191,9 @@ pub struct Discovery {
     refresh: Refresh,
     changes: mpsc::Sender<Change<SocketAddr, Endpoint>>,
     wake: Arc<Notify>,
-    /// What the addresses' health watches report, as they report it.
-    watched: (
-        mpsc::Sender<(SocketAddr, bool)>,
-        mpsc::Receiver<(SocketAddr, bool)>,
-    ),
+    /// Where the addresses' health watches report (address, serving), as they learn it.
+    report: mpsc::Sender<(SocketAddr, bool)>,
+    watched: mpsc::Receiver<(SocketAddr, bool)>,
     /// The addresses each target stood for at its last successful lookup.
     resolved: HashMap<usize, Vec<SocketAddr>>,
     probes: HashMap<SocketAddr, Probe>,
@@ -221,7 +221,7 @@ impl Discovery {
                     _ = stop.cancelled() => return,
                     _ = self.wake.notified() => break,
                     _ = &mut round => break,
-                    Some((address, serving)) = self.watched.1.recv() => {
+                    Some((address, serving)) = self.watched.recv() => {
                         // A watch noticed at once: a replica died or began to drain.
                         self.note(address, serving);
                         if self.apply().await.is_err() {
@@ -264,7 +264,7 @@ impl Discovery {
                 let watch = tokio::spawn(watch(
                     address,
                     client.clone(),
-                    self.watched.0.clone(),
+                    self.report.clone(),
                     self.refresh.probe_every,
                 ));
                 self.probes.insert(
