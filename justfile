@@ -22,6 +22,14 @@ fmt:
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
+# 2 gateways (8080, 8081) + 2 handshake replicas + the local Postgres, as processes; Ctrl-C stops
+cluster:
+    bash deploy/cluster.sh
+
+# Validate deploy/kubernetes with kubernetes-validate --strict
+kube-validate:
+    bash deploy/kubernetes/validate.sh
+
 # Benchmark: ours on SQLite and Postgres vs a Socket.IO peer (docs/benchmarks.md; knobs BENCH_*)
 bench:
     bash bench/bench.sh

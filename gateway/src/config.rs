@@ -22,7 +22,10 @@ pub struct GatewayConfig {
     #[arg(long, env = "VIDEOCHAT_WS_ADDR", default_value = "127.0.0.1:8080")]
     pub ws_addr: SocketAddr,
 
-    /// The handshake service's gRPC endpoint.
+    /// The handshake service's gRPC endpoints, comma-separated (`http://host:port`). Calls are
+    /// balanced over the replicas that answer health checks and retried on another one when a
+    /// replica is unreachable; a DNS name stands for every address it resolves to (e.g. a
+    /// Kubernetes headless Service).
     #[arg(
         long,
         env = "VIDEOCHAT_HANDSHAKE_URL",
@@ -59,6 +62,15 @@ pub struct GatewayConfig {
           num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub handshake_trust_network: bool,
+    /// How often the DNS names in `VIDEOCHAT_HANDSHAKE_URL` are resolved again, in seconds
+    /// (replicas added or removed are found within this).
+    #[arg(long, env = "VIDEOCHAT_HANDSHAKE_RESOLVE_S", default_value_t = 5.0)]
+    pub handshake_resolve_s: f64,
+
+    /// How often every handshake replica is health-checked, in milliseconds. A call that finds
+    /// a replica gone also triggers a check at once.
+    #[arg(long, env = "VIDEOCHAT_HANDSHAKE_PROBE_MS", default_value_t = 1_000)]
+    pub handshake_probe_ms: u64,
 
     /// HS256 secret for client tokens. Ignored when a public key or JWKS file is set.
     #[arg(long, env = "VIDEOCHAT_JWT_SECRET", default_value = DEV_JWT_SECRET, hide_env_values = true)]
@@ -169,6 +181,13 @@ impl GatewayConfig {
     }
     pub fn rpc_timeout(&self) -> Duration {
         Duration::from_millis(self.rpc_timeout_ms.max(1))
+    }
+    /// How the replica list behind `VIDEOCHAT_HANDSHAKE_URL` is refreshed.
+    pub fn handshake_refresh(&self) -> crate::endpoints::Refresh {
+        crate::endpoints::Refresh {
+            resolve_every: Duration::from_secs_f64(self.handshake_resolve_s.max(0.1)),
+            probe_every: Duration::from_millis(self.handshake_probe_ms.max(50)),
+        }
     }
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.drain_timeout_s.max(0.0))
@@ -307,6 +326,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("grpc_tls_client_key_file", &self.grpc_tls_client_key_file)
             .field("grpc_tls_domain", &self.grpc_tls_domain)
             .field("handshake_trust_network", &self.handshake_trust_network)
+            .field("handshake_resolve_s", &self.handshake_resolve_s)
+            .field("handshake_probe_ms", &self.handshake_probe_ms)
             .field("jwt_secret", &"<redacted>")
             .field("jwt_public_key_file", &self.jwt_public_key_file)
             .field("jwks_file", &self.jwks_file)

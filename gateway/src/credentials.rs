@@ -106,8 +106,15 @@ pub fn tls(config: &GatewayConfig) -> Result<Option<ClientTlsConfig>, Credential
         }
         _ => return Err(CredentialError::ClientIdentityIncomplete),
     }
-    if let Some(domain) = &config.grpc_tls_domain {
-        tls = tls.domain_name(domain.clone());
+    // Replicas are dialled by address (a DNS name stands for all it resolves to), so the name
+    // their certificates carry is said here: the setting, else the URL's first host.
+    let domain = config.grpc_tls_domain.clone().or_else(|| {
+        crate::endpoints::parse(&config.handshake_url)
+            .ok()
+            .and_then(|targets| targets.first().map(|t| t.host.clone()))
+    });
+    if let Some(domain) = domain {
+        tls = tls.domain_name(domain);
     }
     Ok(Some(tls))
 }

@@ -3,8 +3,9 @@
 //! It keeps no handshake state: only which sockets it holds.
 //!
 //! Where to look: [`envelope`] is the wire protocol, [`connection`] one socket's life,
-//! [`server`] the HTTP side, [`upstream`] the client requests to the service, [`link`] the
-//! stream that carries presence to the service and events back, [`credentials`] how both
+//! [`server`] the HTTP side, [`upstream`] the client requests to the service (balanced over
+//! its replicas and retried on another when one is gone; [`endpoints`] keeps that list), [`link`]
+//! the stream that carries presence to the service and events back, [`credentials`] how both
 //! prove themselves to the service, [`registry`] the sockets held
 //! and the last leg of every event. The defences an outside client meets are [`auth`] (tokens),
 //! [`origin`] (browser origins), [`limits`] (connections before and after the upgrade) and
@@ -17,6 +18,7 @@ pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod demo;
+pub mod endpoints;
 pub mod envelope;
 pub mod error;
 pub mod frames;

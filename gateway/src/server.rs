@@ -43,7 +43,7 @@ pub enum GatewayError {
     #[error(transparent)]
     Auth(#[from] AuthConfigError),
     #[error("invalid VIDEOCHAT_HANDSHAKE_URL: {0}")]
-    Upstream(#[from] tonic::transport::Error),
+    Upstream(#[from] crate::endpoints::EndpointsError),
     #[error("invalid VIDEOCHAT_ALLOWED_ORIGINS: {0}")]
     Origins(#[from] OriginError),
     #[error(transparent)]
@@ -74,11 +74,13 @@ pub async fn run(
              it runs with VIDEOCHAT_GRPC_AUTH=none"
         );
     }
-    let channel = credential.attach(upstream::channel(
+    let (channel, endpoints, discovery) = upstream::channel(
         &config.handshake_url,
         credentials::tls(&config)?,
-    )?);
-    let upstream = Upstream::new(channel.clone(), config.rpc_timeout());
+        config.handshake_refresh(),
+    )?;
+    let channel = credential.attach(channel);
+    let upstream = Upstream::new(channel.clone(), endpoints, config.rpc_timeout());
     let registry = Arc::new(Registry::default());
     let link = Arc::new(Link::new(
         channel,
@@ -92,6 +94,7 @@ pub async fn run(
     // that their closes still reach the service.
     let link_stop = CancellationToken::new();
     tasks.spawn(link.clone().run(ready_tx, link_stop.clone()));
+    tasks.spawn(discovery.run(link_stop.clone()));
     tasks.spawn(auth.watch_jwks(config.jwks_reload(), shutdown.clone()));
     let pending_upgrades = PendingUpgrades::new(config.max_pending_upgrades);
     let http1 = limits::http1_builder(&config);

@@ -1,56 +1,130 @@
 //! Client requests to the handshake service: one unary `Handshake` call per frame, with the
-//! deadline and the frame's trace context. (Presence and events travel on [`crate::link`].)
+//! deadline and the frame's trace context, retried on another replica when the one it went to
+//! was not there. (Presence and events travel on [`crate::link`], over the same channel.)
+//!
+//! Retrying is safe because every call carries the frame's `event.id` as its idempotency key:
+//! a replica that receives a call already answered (by itself or another replica, before the
+//! answer was lost) answers it the same way, and a call that two replicas run at once commits
+//! once (the idempotency record is a primary key). So a call is retried whenever the failure
+//! says nothing about the call itself — the connection failed or was refused, the replica went
+//! away before answering ([`retryable`]) — up to [`ATTEMPTS`] times, always within the frame's
+//! one deadline (`VIDEOCHAT_RPC_TIMEOUT_MS`). `DEADLINE_EXCEEDED` is not retried: it means
+//! that deadline is spent, and the service has not said anything a retry could change. The
+//! service's own answers (they carry the contract code in an `ErrorInfo`) are never retried.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::time::Instant;
+use tonic::Code;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic_types::StatusExt;
 use tracing::{Instrument, Span};
 use videochat_proto::v1 as pb;
+use videochat_proto::v1::ERROR_DOMAIN;
 use videochat_proto::v1::handshake_client::HandshakeClient;
 
 use crate::credentials::ToService;
+use crate::endpoints::{self, Discovery, Endpoints, EndpointsError, Refresh};
 use crate::envelope::{ClientRequest, Inbound};
 use crate::error::CallError;
 use crate::frames;
 
-/// One HTTP/2 connection to the handshake service, shared by the unary calls and the link
-/// (over TLS when `tls` is given; see [`crate::credentials`]).
+/// Most tries of one call (the first and the retries), all within its deadline.
+pub const ATTEMPTS: u32 = 5;
+
+/// The pause before the first retry; it doubles for each further one (25, 50, 100, 200 ms):
+/// long enough for the prober to take a dead replica out of the balancer, short enough that a
+/// replica kill costs a user a fraction of a second.
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+/// The channel to the handshake service, balanced over the replicas that
+/// `VIDEOCHAT_HANDSHAKE_URL` names (see [`crate::endpoints`]), shared by the unary calls and
+/// the link (over TLS when `tls` is given, for `https://` URLs; see [`crate::credentials`]);
+/// the handle calls report failures to; and the task keeping the replica list current (spawn
+/// it; it runs until `stop`).
 pub fn channel(
-    url: &str,
+    urls: &str,
     tls: Option<ClientTlsConfig>,
-) -> Result<Channel, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(15))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    let endpoint = match tls {
-        Some(tls) => endpoint.tls_config(tls)?,
+    refresh: Refresh,
+) -> Result<(Channel, Endpoints, Discovery), EndpointsError> {
+    let secure = endpoints::secure(urls)?;
+    let targets = endpoints::parse(urls)?;
+    if secure != tls.is_some() {
+        return Err(EndpointsError::Tls(urls.to_owned()));
+    }
+    Ok(endpoints::balanced(
+        targets,
+        move |address| endpoint(address, tls.as_ref()),
+        refresh,
+    ))
+}
+
+/// One replica's HTTP/2 connection settings.
+fn endpoint(address: std::net::SocketAddr, tls: Option<&ClientTlsConfig>) -> Endpoint {
+    let endpoint = Endpoint::from(
+        http::Uri::builder()
+            .scheme(if tls.is_some() { "https" } else { "http" })
+            .authority(address.to_string())
+            .path_and_query("/")
+            .build()
+            .expect("a socket address is a valid authority"),
+    )
+    .connect_timeout(Duration::from_secs(3))
+    .tcp_nodelay(true)
+    .http2_keep_alive_interval(Duration::from_secs(15))
+    .keep_alive_timeout(Duration::from_secs(10))
+    .keep_alive_while_idle(true);
+    match tls {
+        // Checked when the configuration was read (credentials::tls); a config that tonic
+        // refuses here leaves the endpoint plain, and the replica's TLS handshake fails loudly.
+        Some(tls) => endpoint.clone().tls_config(tls.clone()).unwrap_or(endpoint),
         None => endpoint,
-    };
-    Ok(endpoint.connect_lazy())
+    }
+}
+
+/// Whether a failed call may be tried again on another replica: the failure came from the way
+/// there (no connection, connection refused or lost, stream refused or reset before an answer),
+/// not from the service deciding. See the module documentation for why this is safe.
+pub fn retryable(status: &tonic::Status) -> bool {
+    if status
+        .get_details_error_info()
+        .is_some_and(|info| info.domain == ERROR_DOMAIN)
+    {
+        return false;
+    }
+    match status.code() {
+        Code::Unavailable => true,
+        // Made here from a transport error (the status carries it as its source), not received
+        // from the service: the connection broke under the call.
+        Code::Unknown | Code::Internal | Code::Cancelled => {
+            std::error::Error::source(status).is_some()
+        }
+        _ => false,
+    }
 }
 
 #[derive(Clone)]
 pub struct Upstream {
     handshake: HandshakeClient<ToService>,
+    endpoints: Endpoints,
     rpc_timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(channel: ToService, rpc_timeout: Duration) -> Self {
+    pub fn new(channel: ToService, endpoints: Endpoints, rpc_timeout: Duration) -> Self {
         Self {
             handshake: HandshakeClient::new(channel),
+            endpoints,
             rpc_timeout,
         }
     }
 
-    /// A request with the deadline and the current span's trace context in its metadata.
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
+    /// A request with what is left of the deadline and the current span's trace context in its
+    /// metadata.
+    fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        request.set_timeout(self.rpc_timeout);
+        request.set_timeout(timeout);
         let mut headers = http::HeaderMap::new();
         videochat_telemetry::inject(&Span::current(), &mut headers);
         for (name, value) in &headers {
@@ -79,10 +153,11 @@ impl Upstream {
             rpc.service = "videochat.handshake.v1.Handshake",
             rpc.method = method,
             rpc.grpc.status_code = tracing::field::Empty,
+            rpc.attempts = tracing::field::Empty,
         );
         let started = Instant::now();
         let result = self
-            .send(actor, &inbound.request)
+            .send_with_retries(actor, inbound)
             .instrument(span.clone())
             .await;
         span.record(
@@ -98,19 +173,68 @@ impl Upstream {
         span.in_scope(|| result.map_err(CallError::from))
     }
 
+    /// Sends the call, and again on another replica while it fails for want of one
+    /// ([`retryable`]), within one deadline.
+    async fn send_with_retries(
+        &self,
+        actor: Option<pb::Actor>,
+        inbound: &Inbound,
+    ) -> Result<Option<Value>, tonic::Status> {
+        let deadline = Instant::now() + self.rpc_timeout;
+        let mut pause = FIRST_RETRY_PAUSE;
+        let mut attempt = 1;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // The outer timeout also covers the wait for a replica in the balancer's queue,
+            // which the gRPC deadline (applied per connection) does not.
+            let result =
+                match tokio::time::timeout(left, self.send(actor.clone(), &inbound.request, left))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(tonic::Status::deadline_exceeded(
+                        "no answer from the handshake service within the deadline",
+                    )),
+                };
+            let retry = match &result {
+                Err(status) if attempt < ATTEMPTS && retryable(status) => {
+                    deadline.saturating_duration_since(Instant::now()) > pause
+                }
+                _ => false,
+            };
+            if !retry {
+                Span::current().record("rpc.attempts", attempt);
+                return result;
+            }
+            if let Err(status) = &result {
+                tracing::info!(attempt, code = ?status.code(), message = status.message(), "handshake call found no replica; retrying");
+            }
+            metrics::counter!("videochat_gateway_rpc_retries_total", "type" => inbound.kind)
+                .increment(1);
+            self.endpoints.suspect();
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            attempt += 1;
+        }
+    }
+
     async fn send(
         &self,
         actor: Option<pb::Actor>,
         request: &ClientRequest,
+        timeout: Duration,
     ) -> Result<Option<Value>, tonic::Status> {
         let mut client = self.handshake.clone();
         match request {
             ClientRequest::RequestDirectVideochat { target_user } => client
-                .request_direct_videochat(self.request(pb::RequestDirectVideochatRequest {
-                    actor,
-                    target_user: target_user.clone(),
-                    engine: String::new(),
-                }))
+                .request_direct_videochat(self.request(
+                    pb::RequestDirectVideochatRequest {
+                        actor,
+                        target_user: target_user.clone(),
+                        engine: String::new(),
+                    },
+                    timeout,
+                ))
                 .await
                 .map(|r| {
                     Some(json!({ "videochatRequestId": r.into_inner().videochat_request_id }))
@@ -119,11 +243,14 @@ impl Upstream {
                 target_user,
                 videochat_id,
             } => client
-                .invite(self.request(pb::InviteRequest {
-                    actor,
-                    target_user: target_user.clone(),
-                    videochat_id: videochat_id.clone(),
-                }))
+                .invite(self.request(
+                    pb::InviteRequest {
+                        actor,
+                        target_user: target_user.clone(),
+                        videochat_id: videochat_id.clone(),
+                    },
+                    timeout,
+                ))
                 .await
                 .map(|r| {
                     Some(json!({ "videochatRequestId": r.into_inner().videochat_request_id }))
@@ -131,30 +258,39 @@ impl Upstream {
             ClientRequest::AcceptVideochatRequest {
                 videochat_request_id,
             } => client
-                .accept_videochat_request(self.request(pb::AcceptVideochatRequestRequest {
-                    actor,
-                    videochat_request_id: videochat_request_id.clone(),
-                }))
+                .accept_videochat_request(self.request(
+                    pb::AcceptVideochatRequestRequest {
+                        actor,
+                        videochat_request_id: videochat_request_id.clone(),
+                    },
+                    timeout,
+                ))
                 .await
                 .map(|r| r.into_inner().credentials.as_ref().map(frames::credentials)),
             ClientRequest::DeclineVideochatRequest {
                 videochat_request_id,
             } => client
-                .decline_videochat_request(self.request(pb::DeclineVideochatRequestRequest {
-                    actor,
-                    videochat_request_id: videochat_request_id.clone(),
-                }))
+                .decline_videochat_request(self.request(
+                    pb::DeclineVideochatRequestRequest {
+                        actor,
+                        videochat_request_id: videochat_request_id.clone(),
+                    },
+                    timeout,
+                ))
                 .await
                 .map(|_| None),
             ClientRequest::MergeToVideochat {
                 videochat_id,
                 videochat_request_id,
             } => client
-                .merge_to_videochat(self.request(pb::MergeToVideochatRequest {
-                    actor,
-                    videochat_id: videochat_id.clone(),
-                    videochat_request_id: videochat_request_id.clone(),
-                }))
+                .merge_to_videochat(self.request(
+                    pb::MergeToVideochatRequest {
+                        actor,
+                        videochat_id: videochat_id.clone(),
+                        videochat_request_id: videochat_request_id.clone(),
+                    },
+                    timeout,
+                ))
                 .await
                 .map(|_| None),
         }

@@ -164,6 +164,7 @@ mod tests {
 
     fn registered(last_seq: u64, seen_seq: u64) -> Registration {
         Registration {
+            refused: false,
             last_seq,
             seen_seq,
             rings: Vec::new(),

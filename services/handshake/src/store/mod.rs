@@ -61,6 +61,21 @@ pub enum StoreError {
     Url(String),
 }
 
+impl StoreError {
+    /// The same error for another operation of a failed batch (errors do not clone): its kind
+    /// is kept — a conflict stays retryable, an unreachable database stays `Unavailable`.
+    pub(crate) fn for_another(&self) -> StoreError {
+        match self {
+            StoreError::Conflict => StoreError::Conflict,
+            StoreError::Stale => StoreError::Stale,
+            StoreError::Unavailable(e) => {
+                StoreError::Unavailable(sqlx::Error::Protocol(e.to_string()))
+            }
+            other => StoreError::Database(sqlx::Error::Protocol(other.to_string())),
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e {

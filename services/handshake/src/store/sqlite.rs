@@ -24,7 +24,7 @@ use super::facts::{self, FactRow, Param};
 use super::rows::{RequestRow, UserRow, avatar_3d_json, requests_from_rows, user_from_row};
 use super::{
     EventRange, Followed, IdempotencyRecord, NewEvent, OpenedSocket, RecordedOutcome, Registration,
-    Snapshot, Store, StoreError, StoreResult, StoredEvent, Write, positions_of, snapshot_from,
+    Snapshot, Store, StoreError, StoreResult, StoredEvent, Write, snapshot_from,
 };
 use crate::change::{Change, Facts};
 use crate::domain::{

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod node;
+pub mod private_pg;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

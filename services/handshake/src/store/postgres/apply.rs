@@ -111,19 +111,7 @@ impl Run<ApplyJob, Vec<u64>> for Applies {
                     }
                     results
                 }
-                Err(error) => {
-                    let message = error.to_string();
-                    let conflict = matches!(error, StoreError::Conflict);
-                    jobs.iter()
-                        .map(|_| {
-                            if conflict {
-                                Err(StoreError::Conflict)
-                            } else {
-                                Err(StoreError::Database(sqlx::Error::Protocol(message.clone())))
-                            }
-                        })
-                        .collect()
-                }
+                Err(error) => jobs.iter().map(|_| Err(error.for_another())).collect(),
             };
             if results
                 .iter()

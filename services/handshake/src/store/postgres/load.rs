@@ -243,11 +243,8 @@ impl Run<LoadJob, Facts> for Loads {
                         }
                     }
                     Err(error) => {
-                        let message = error.to_string();
                         for i in ops {
-                            results[i] = Some(Err(crate::store::StoreError::Database(
-                                sqlx::Error::Protocol(message.clone()),
-                            )));
+                            results[i] = Some(Err(error.for_another()));
                         }
                     }
                 }

@@ -33,7 +33,7 @@ use super::facts::{self, FactRow};
 use super::rows::{RequestRow, UserRow, avatar_3d_json, requests_from_rows, user_from_row};
 use super::{
     EventRange, Followed, IdempotencyRecord, OpenedSocket, RecordedOutcome, Registration, Snapshot,
-    Store, StoreError, StoreResult, StoredEvent, Write, positions_of, snapshot_from,
+    Store, StoreError, StoreResult, StoredEvent, Write, snapshot_from,
 };
 use crate::change::Facts;
 use crate::domain::{
@@ -117,7 +117,10 @@ impl PostgresStore {
             ]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            // Short: while the database is down, the pool retries connecting with a backoff of
+            // up to a fifth of this, which is how late the first statement after its return can
+            // be. A caller whose acquire times out retries (StoreError::Unavailable).
+            .acquire_timeout(Duration::from_secs(2))
             // No ping before every statement (a round trip each): a broken connection fails
             // its statement, which the caller retries or answers with 1004.
             .test_before_acquire(false)
