@@ -56,12 +56,16 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+# The gateways' credential towards the replicas, fresh for this run (docs/security.md).
+grpc_token="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
 urls=()
 for i in "${!grpc_ports[@]}"; do
   n=$((i + 1))
   DATABASE_URL="$database_url" \
   VIDEOCHAT_GRPC_ADDR="127.0.0.1:${grpc_ports[$i]}" \
   VIDEOCHAT_METRICS_ADDR="127.0.0.1:${metrics_ports[$i]}" \
+  VIDEOCHAT_GRPC_GATEWAY_TOKENS="$grpc_token" \
     setsid "$bin" handshake > "$logs/handshake-$n.log" 2>&1 &
   pids+=("$!")
   echo "handshake $!" >> "$logs/pids"
@@ -74,6 +78,7 @@ for i in "${!gateway_ports[@]}"; do
   n=$((i + 1))
   VIDEOCHAT_WS_ADDR="127.0.0.1:${gateway_ports[$i]}" \
   VIDEOCHAT_HANDSHAKE_URL="$handshake_url" \
+  VIDEOCHAT_GRPC_TOKEN="$grpc_token" \
     setsid "$bin" gateway > "$logs/gateway-$n.log" 2>&1 &
   pids+=("$!")
   echo "gateway $!" >> "$logs/pids"
