@@ -76,21 +76,61 @@ async fn until_ready(addr: SocketAddr) {
     }
 }
 
+/// Two replicas on one Postgres database, each with a gateway of its own.
+struct Sides {
+    db: TestDb,
+    first: Part,
+    first_addr: SocketAddr,
+    second: Part,
+    gateway_one: Part,
+    ws_one: String,
+    http_one: SocketAddr,
+    gateway_two: Part,
+    ws_two: String,
+}
+
+impl Sides {
+    async fn start() -> Self {
+        let db = TestDb::new(Backend::Postgres).await;
+        let first_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let first_addr = first_listener.local_addr().unwrap();
+        let second_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let second_addr = second_listener.local_addr().unwrap();
+        let first = replica(&db.url, first_listener).await;
+        let second = replica(&db.url, second_listener).await;
+        let (gateway_one, ws_one, http_one) = gateway(first_addr).await;
+        let (gateway_two, ws_two, _) = gateway(second_addr).await;
+        Self {
+            db,
+            first,
+            first_addr,
+            second,
+            gateway_one,
+            ws_one,
+            http_one,
+            gateway_two,
+            ws_two,
+        }
+    }
+}
+
 async fn connect(url: &str, user: &str) -> Client {
     Client::connect(url, user, &TestApp::token(user)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rings_cross_replicas_and_survive_a_replica_restart() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let first_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let first_addr = first_listener.local_addr().unwrap();
-    let second_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second_addr = second_listener.local_addr().unwrap();
-    let first = replica(&db.url, first_listener).await;
-    let second = replica(&db.url, second_listener).await;
-    let (gateway_one, ws_one, _) = gateway(first_addr).await;
-    let (gateway_two, ws_two, _) = gateway(second_addr).await;
+    let Sides {
+        db,
+        first,
+        first_addr,
+        second,
+        gateway_one,
+        ws_one,
+        http_one: _,
+        gateway_two,
+        ws_two,
+    } = Sides::start().await;
 
     // alice's socket is on gateway one (replica one), bob's on gateway two (replica two).
     let mut alice = connect(&ws_one, "alice").await;
@@ -235,15 +275,17 @@ fn ledger(socket: &str, frames: &[serde_json::Value]) -> Vec<(String, String, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_reaches_each_socket_once_whether_pushed_or_read_from_the_outbox() {
     const ROUNDS: usize = 6;
-    let db = TestDb::new(Backend::Postgres).await;
-    let first_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let first_addr = first_listener.local_addr().unwrap();
-    let second_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second_addr = second_listener.local_addr().unwrap();
-    let first = replica(&db.url, first_listener).await;
-    let second = replica(&db.url, second_listener).await;
-    let (gateway_one, ws_one, http_one) = gateway(first_addr).await;
-    let (gateway_two, ws_two, _) = gateway(second_addr).await;
+    let Sides {
+        db,
+        first,
+        first_addr,
+        second,
+        gateway_one,
+        ws_one,
+        http_one,
+        gateway_two,
+        ws_two,
+    } = Sides::start().await;
 
     let mut bob_one = connect(&ws_one, "bob").await;
     let mut bob_two = connect(&ws_two, "bob").await;
@@ -345,15 +387,17 @@ async fn every_event_reaches_each_socket_once_whether_pushed_or_read_from_the_ou
 /// reconnects through another gateway a moment later, she is told how her call ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_initiator_whose_gateway_died_learns_the_outcome_after_reconnecting() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let first_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let first_addr = first_listener.local_addr().unwrap();
-    let second_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second_addr = second_listener.local_addr().unwrap();
-    let first = replica(&db.url, first_listener).await;
-    let second = replica(&db.url, second_listener).await;
-    let (gateway_one, ws_one, _) = gateway(first_addr).await;
-    let (gateway_two, ws_two, _) = gateway(second_addr).await;
+    let Sides {
+        db: _db,
+        first,
+        first_addr: _,
+        second,
+        gateway_one,
+        ws_one,
+        http_one: _,
+        gateway_two,
+        ws_two,
+    } = Sides::start().await;
 
     let mut alice = connect(&ws_one, "alice").await;
     let mut bob = connect(&ws_two, "bob").await;
