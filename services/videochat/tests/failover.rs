@@ -10,19 +10,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::net::TcpListener;
+use tokio::process::Child;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use videochat_handshake::{Listeners, Replica};
-
-const BIN: &str = env!("CARGO_BIN_EXE_videochat");
 
 /// A `videochat handshake` process on a port of its own.
 struct ReplicaProcess {
@@ -37,28 +34,7 @@ impl ReplicaProcess {
             Some(addr) => addr,
             None => free_port().await,
         };
-        let child = Command::new(BIN)
-            .arg("handshake")
-            .env_clear()
-            .env("DATABASE_URL", database_url)
-            .env("VIDEOCHAT_GRPC_ADDR", addr.to_string())
-            .env("VIDEOCHAT_GRPC_GATEWAY_TOKENS", GATEWAY_TOKEN)
-            .env("VIDEOCHAT_METRICS_ADDR", "127.0.0.1:0")
-            .env("VIDEOCHAT_OUTBOX_POLL_MS", "200")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("videochat handshake starts");
-        let deadline = Instant::now() + DEADLINE;
-        while TcpStream::connect(addr).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "replica on {addr} never listened"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let child = common::process::spawn_replica(database_url, addr, &[]).await;
         Self { addr, child }
     }
 

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_videochat");
+use common::process::BIN;
 /// Short, so that a dead gateway's ghost presence ends within the test.
 const LEASE_MS: u64 = 1_500;
 
@@ -37,29 +37,13 @@ struct Process {
 
 impl Process {
     async fn replica(database_url: &str, addr: SocketAddr) -> Self {
-        let child = Command::new(BIN)
-            .arg("handshake")
-            .env_clear()
-            .env("DATABASE_URL", database_url)
-            .env("VIDEOCHAT_GRPC_ADDR", addr.to_string())
-            .env("VIDEOCHAT_GRPC_GATEWAY_TOKENS", GATEWAY_TOKEN)
-            .env("VIDEOCHAT_METRICS_ADDR", "127.0.0.1:0")
-            .env("VIDEOCHAT_PRESENCE_LEASE_MS", LEASE_MS.to_string())
-            .env("VIDEOCHAT_OUTBOX_POLL_MS", "200")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("videochat handshake starts");
-        let deadline = Instant::now() + DEADLINE;
-        while TcpStream::connect(addr).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "replica on {addr} never listened"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let lease = LEASE_MS.to_string();
+        let child = common::process::spawn_replica(
+            database_url,
+            addr,
+            &[("VIDEOCHAT_PRESENCE_LEASE_MS", &lease)],
+        )
+        .await;
         Self { addr, child }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod node;
 pub mod private_pg;
+pub mod process;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
