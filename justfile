@@ -33,3 +33,7 @@ kube-validate:
 # Benchmark: ours on SQLite and Postgres vs a Socket.IO peer (docs/benchmarks.md; knobs BENCH_*)
 bench:
     bash bench/bench.sh
+
+# Soak with faults on a schedule (replica killed for 20 s, gateways killed, Postgres crashed); prints the ledger
+soak seconds="60":
+    SOAK_SECONDS={{seconds}} cargo test -p videochat --test soak -- --ignored --nocapture
