@@ -310,6 +310,45 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 }
 
+/// Up to 10 participants of a videochat (as ring and snapshot frames show them) and how many
+/// it has; the same SQL on both backends.
+pub(crate) async fn participants_of<DB>(
+    pool: &sqlx::Pool<DB>,
+    videochat: &str,
+) -> StoreResult<(Vec<UserProfile>, u32)>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> (i64,): sqlx::FromRow<'r, DB::Row>,
+    for<'r> rows::UserRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let people: Vec<rows::UserRow> = sqlx::query_as(
+        "SELECT p.user_id, COALESCE(u.first_name, ''), COALESCE(u.last_name, ''), COALESCE(u.privacy_mode, 0), \
+         COALESCE(u.avatar, ''), u.avatar_3d, COALESCE(u.company_name, ''), COALESCE(u.company_title, '') \
+         FROM participants p LEFT JOIN users u ON u.id = p.user_id \
+         WHERE p.videochat_id = $1 ORDER BY p.uid LIMIT $2",
+    )
+    .bind(videochat)
+    .bind(crate::machine::MAX_RING_PARTICIPANTS)
+    .fetch_all(pool)
+    .await?;
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM participants WHERE videochat_id = $1")
+            .bind(videochat)
+            .fetch_one(pool)
+            .await?;
+    Ok((
+        people
+            .into_iter()
+            .map(rows::user_from_row)
+            .collect::<StoreResult<_>>()?,
+        u32::try_from(count).unwrap_or(u32::MAX),
+    ))
+}
+
 /// Reads the parts of a [`Snapshot`] that both backends read with the same SQL.
 pub(crate) async fn snapshot_from<DB>(
     pool: &sqlx::Pool<DB>,
@@ -324,7 +363,8 @@ where
     for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'r> rows::OutgoingRow: sqlx::FromRow<'r, DB::Row>,
-    for<'r> (String, i64): sqlx::FromRow<'r, DB::Row>,
+    for<'r> (String,): sqlx::FromRow<'r, DB::Row>,
+    for<'r> (i64,): sqlx::FromRow<'r, DB::Row>,
     for<'r> rows::UserRow: sqlx::FromRow<'r, DB::Row>,
 {
     let outgoing: Vec<rows::OutgoingRow> = sqlx::query_as(
@@ -339,9 +379,8 @@ where
     .bind(now_ms)
     .fetch_all(pool)
     .await?;
-    let videochats: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT v.id, (SELECT COUNT(*) FROM participants c WHERE c.videochat_id = v.id) \
-         FROM participants p JOIN videochats v ON v.id = p.videochat_id \
+    let videochats: Vec<(String,)> = sqlx::query_as(
+        "SELECT v.id FROM participants p JOIN videochats v ON v.id = p.videochat_id \
          WHERE p.user_id = $1 ORDER BY v.created_at_ms DESC, v.id LIMIT $2",
     )
     .bind(user.as_str())
@@ -349,24 +388,12 @@ where
     .fetch_all(pool)
     .await?;
     let mut summaries = Vec::with_capacity(videochats.len());
-    for (id, counter) in videochats {
-        let participants: Vec<rows::UserRow> = sqlx::query_as(
-            "SELECT p.user_id, COALESCE(u.first_name, ''), COALESCE(u.last_name, ''), COALESCE(u.privacy_mode, 0), \
-             COALESCE(u.avatar, ''), u.avatar_3d, COALESCE(u.company_name, ''), COALESCE(u.company_title, '') \
-             FROM participants p LEFT JOIN users u ON u.id = p.user_id \
-             WHERE p.videochat_id = $1 ORDER BY p.uid LIMIT $2",
-        )
-        .bind(id.as_str())
-        .bind(crate::machine::MAX_RING_PARTICIPANTS)
-        .fetch_all(pool)
-        .await?;
+    for (id,) in videochats {
+        let (participants, counter) = participants_of(pool, &id).await?;
         summaries.push(VideochatSummary {
             id: rows::videochat_id(id)?,
-            participants: participants
-                .into_iter()
-                .map(rows::user_from_row)
-                .collect::<StoreResult<_>>()?,
-            counter: u32::try_from(counter).unwrap_or(u32::MAX),
+            participants,
+            counter,
         });
     }
     Ok(Snapshot {

@@ -39,7 +39,7 @@ use crate::change::Facts;
 use crate::domain::{
     ConnectionId, GatewayId, IdempotencyKey, Ring, UserId, UserProfile, VideochatRequest,
 };
-use crate::machine::{Command, MAX_RING_PARTICIPANTS};
+use crate::machine::Command;
 
 /// NOTIFY channel announcing new outbox events; the payload is the committing replica's origin.
 pub const OUTBOX_CHANNEL: &str = "videochat_outbox";
@@ -733,29 +733,7 @@ impl PostgresStore {
         let mut shown = Vec::with_capacity(rings.len());
         for ring in &rings {
             let (participants, counter) = match &ring.videochat_id {
-                Some(videochat) => {
-                    let rows: Vec<UserRow> = sqlx::query_as(
-                        "SELECT p.user_id, COALESCE(u.first_name, ''), COALESCE(u.last_name, ''), COALESCE(u.privacy_mode, 0), \
-                         COALESCE(u.avatar, ''), u.avatar_3d, COALESCE(u.company_name, ''), COALESCE(u.company_title, '') \
-                         FROM participants p LEFT JOIN users u ON u.id = p.user_id \
-                         WHERE p.videochat_id = $1 ORDER BY p.uid LIMIT $2",
-                    )
-                    .bind(videochat.as_str())
-                    .bind(MAX_RING_PARTICIPANTS)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    let (count,): (i64,) =
-                        sqlx::query_as("SELECT COUNT(*) FROM participants WHERE videochat_id = $1")
-                            .bind(videochat.as_str())
-                            .fetch_one(&self.pool)
-                            .await?;
-                    (
-                        rows.into_iter()
-                            .map(user_from_row)
-                            .collect::<StoreResult<Vec<_>>>()?,
-                        u32::try_from(count).unwrap_or(u32::MAX),
-                    )
-                }
+                Some(videochat) => super::participants_of(&self.pool, videochat.as_str()).await?,
                 None => (Vec::new(), 0),
             };
             let initiator = profiles
