@@ -423,3 +423,55 @@ async fn an_initiator_whose_gateway_died_learns_the_outcome_after_reconnecting()
         part.stop().await;
     }
 }
+
+/// A gateway whose presence lease ran out while it lived (its heartbeats could not be recorded,
+/// e.g. a database outage longer than the lease) has its sockets swept; at its next heartbeat
+/// it is told to attach again, which restores them: its users are reachable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_lease_lapsed_is_made_to_reattach_and_its_users_return() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let _alice = app.connect("alice").await;
+    let mut bob = app.connect("bob").await;
+
+    // What the sweep does to a gateway whose lease ran out.
+    {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+        sqlx::query("DELETE FROM connections")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM gateways")
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    refused(
+        &mut bob,
+        "videochat:requestDirectVideochat",
+        json!({ "targetUser": "alice" }),
+        10011,
+    )
+    .await;
+
+    // Within a heartbeat (a quarter of the 6 s lease) and a reattach, alice is back.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let answer = bob
+            .request(
+                "videochat:requestDirectVideochat",
+                json!({ "targetUser": "alice" }),
+            )
+            .await;
+        if answer["error"]["code"] == 0 {
+            break;
+        }
+        assert_eq!(answer["error"]["code"], 10011, "{answer}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.stop().await;
+}
