@@ -9,9 +9,11 @@
 #
 # Knobs (environment): BENCH_DURATION_S (10), BENCH_PAIRS (50, flat), BENCH_RATE (500/s, paced),
 # BENCH_POOL (200 pairs, paced), BENCH_SOCKETS (15000, idle), BENCH_ONLY (scenarios, "flat paced
-# idle"), BENCH_TARGETS ("sqlite postgres peer"), BENCH_LABEL (names the run in the JSON and the
-# copy's file name), VIDEOCHAT_BIN (another server binary, e.g. a baseline build),
-# BENCH_POSTGRES_URL (a database whose user may create databases), BENCH_PORT (18480; uses 4).
+# idle"), BENCH_TARGETS ("sqlite postgres peer"; also "sqlite-webhooks postgres-webhooks": ours
+# with call-status webhooks on, sent to a local sink answering 204 — compare with "sqlite
+# postgres" in the same run), BENCH_LABEL (names the run in the JSON and the copy's file name),
+# VIDEOCHAT_BIN (another server binary, e.g. a baseline build), BENCH_POSTGRES_URL (a database
+# whose user may create databases), BENCH_PORT (18480; uses 5).
 #
 # Every server is killed on exit, every database this run created is dropped, every scenario runs
 # under `timeout`.
@@ -30,6 +32,7 @@ LABEL="${BENCH_LABEL:-current}"
 PG_URL="${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 PORT="${BENCH_PORT:-18480}"
 PEER_PORT=$((PORT + 3))
+SINK_PORT=$((PORT + 4))
 SERVER="${VIDEOCHAT_BIN:-$root/target/release/videochat}"
 LOADGEN="$root/target/release/videochat-loadgen"
 OUT="$root/target/bench"
@@ -53,6 +56,9 @@ if [[ " $TARGETS " == *" postgres "* || " $TARGETS " == *" peer "* ]]; then
 fi
 
 server_pid=""
+sink_pid=""
+# Extra environment of the next server (webhooks on).
+server_env=()
 databases=()
 scratch="$(mktemp -d)"
 failures=()
@@ -68,6 +74,11 @@ stop_server() {
   kill -KILL "$server_pid" 2> /dev/null || true
   wait "$server_pid" 2> /dev/null || true
   server_pid=""
+  if [ -n "$sink_pid" ]; then
+    kill -TERM "$sink_pid" 2> /dev/null || true
+    wait "$sink_pid" 2> /dev/null || true
+    sink_pid=""
+  fi
 }
 
 cleanup() {
@@ -107,9 +118,21 @@ start_ours() { # database_url log
   VIDEOCHAT_WS_ADDR="127.0.0.1:$PORT" VIDEOCHAT_GRPC_ADDR="127.0.0.1:$((PORT + 1))" \
   VIDEOCHAT_METRICS_ADDR="127.0.0.1:$((PORT + 2))" DATABASE_URL="$1" \
   VIDEOCHAT_RATE_LIMIT_PER_S=1000000 VIDEOCHAT_RATE_LIMIT_BURST=1000000 RUST_LOG=warn \
-    "$SERVER" serve >> "$2" 2>&1 &
+    env "${server_env[@]}" "$SERVER" serve >> "$2" 2>&1 &
   server_pid=$!
   wait_ready "http://127.0.0.1:$PORT/readyz"
+}
+
+start_ours_webhooks() { # database_url log: ours with call-status webhooks to a local sink
+  port_taken "$SINK_PORT" && { echo "port $SINK_PORT is in use (set BENCH_PORT)" >&2; return 1; }
+  "$LOADGEN" sink --addr "127.0.0.1:$SINK_PORT" >> "$2" 2>&1 &
+  sink_pid=$!
+  server_env=(VIDEOCHAT_WEBHOOK_URL="http://127.0.0.1:$SINK_PORT/hook"
+    VIDEOCHAT_WEBHOOK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+  local started=0
+  start_ours "$@" || started=$?
+  server_env=()
+  return "$started"
 }
 
 start_peer() { # database_url log
@@ -164,8 +187,10 @@ for target in $TARGETS; do
   case "$target" in
     sqlite) run_target ours-sqlite start_ours "sqlite://$scratch/bench.db" ;;
     postgres) new_database ours && run_target ours-postgres start_ours "$database_url" ;;
+    sqlite-webhooks) run_target ours-sqlite-webhooks start_ours_webhooks "sqlite://$scratch/bench-webhooks.db" ;;
+    postgres-webhooks) new_database ourswh && run_target ours-postgres-webhooks start_ours_webhooks "$database_url" ;;
     peer) new_database peer && run_target peer-postgres start_peer "$database_url" ;;
-    *) echo "unknown target $target (BENCH_TARGETS: sqlite postgres peer)" >&2; exit 1 ;;
+    *) echo "unknown target $target (BENCH_TARGETS: sqlite postgres peer sqlite-webhooks postgres-webhooks)" >&2; exit 1 ;;
   esac
 done
 

@@ -46,13 +46,42 @@ pub enum ClientRequest {
         videochat_id: String,
         videochat_request_id: String,
     },
+    /// A page of the user's call history.
+    ListCalls {
+        /// Only calls requested before this instant (Unix ms).
+        before: Option<i64>,
+        /// At most this many (1 to 100).
+        limit: Option<u32>,
+    },
+    /// Push hand-off (CONTRACT §6): this socket's user registers a device for push.
+    RegisterPushDevice(PushDevice),
+    /// Forgets one of the user's devices.
+    UnregisterPushDevice {
+        token: String,
+    },
 }
+
+/// `data` of `videochat:registerPushDevice`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushDevice {
+    /// `apns`, `fcm` or `webpush`.
+    pub platform: &'static str,
+    pub token: String,
+    pub voip: bool,
+}
+
+/// The push platforms a device may name.
+pub const PUSH_PLATFORMS: [&str; 3] = ["apns", "fcm", "webpush"];
+/// Longest push token accepted, in bytes.
+pub const MAX_PUSH_TOKEN_LEN: usize = 4096;
 
 pub const REQUEST_DIRECT: &str = "videochat:requestDirectVideochat";
 pub const INVITE: &str = "videochat:invite";
 pub const ACCEPT: &str = "videochat:acceptVideochatRequest";
 pub const DECLINE: &str = "videochat:declineVideochatRequest";
 pub const MERGE: &str = "videochat:mergeToVideochat";
+pub const REGISTER_PUSH_DEVICE: &str = "videochat:registerPushDevice";
+pub const UNREGISTER_PUSH_DEVICE: &str = "videochat:unregisterPushDevice";
 
 pub const EVENT_REQUESTED: &str = "videochat:videochatRequested";
 pub const EVENT_DIRECT_ACCEPTED: &str = "videochat:directVideochatRequestAccepted";
@@ -60,6 +89,9 @@ pub const EVENT_ACCEPTED: &str = "videochat:videochatAccepted";
 pub const EVENT_DECLINED: &str = "videochat:videochatDeclined";
 /// Sent to a socket instead of the events it asked to resume from, when those are gone.
 pub const EVENT_RESYNC: &str = "videochat:resync";
+/// Sent to a socket that connects while its user has missed calls they have not listed.
+pub const EVENT_MISSED_CALLS: &str = "videochat:missedCalls";
+pub const LIST_CALLS: &str = "videochat:listCalls";
 
 /// A frame that cannot be served, with what could be read of it for the error response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +232,28 @@ pub fn decode(text: &str, max_frame_bytes: usize) -> Result<Inbound, FrameError>
                 videochat_request_id: id("videochatRequestId")?,
             },
         ),
+        LIST_CALLS => (
+            LIST_CALLS,
+            ClientRequest::ListCalls {
+                before: optional_integer(&data, "before", 0, i64::MAX)
+                    .map_err(|m| echo(WireCode::InvalidData, m))?,
+                limit: optional_integer(&data, "limit", 1, 100)
+                    .map_err(|m| echo(WireCode::InvalidData, m))?
+                    .map(|n| n as u32),
+            },
+        ),
+        REGISTER_PUSH_DEVICE => (
+            REGISTER_PUSH_DEVICE,
+            ClientRequest::RegisterPushDevice(
+                push_device(&data).map_err(|m| echo(WireCode::InvalidData, m))?,
+            ),
+        ),
+        UNREGISTER_PUSH_DEVICE => (
+            UNREGISTER_PUSH_DEVICE,
+            ClientRequest::UnregisterPushDevice {
+                token: push_token(&data).map_err(|m| echo(WireCode::InvalidData, m))?,
+            },
+        ),
         other => {
             return Err(echo(
                 WireCode::UnknownType,
@@ -237,12 +291,73 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
+/// An optional whole-number field of `data` within `min..=max`.
+fn optional_integer(
+    data: &Map<String, Value>,
+    name: &str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, String> {
+    match data.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(format!(
+                "data.{name} must be a whole number from {min} to {max}"
+            )),
+        },
+        Some(_) => Err(format!("data.{name} must be a number")),
+    }
+}
+
 /// A required id field of `data`, named in the message as the client wrote it.
 fn field(data: &Map<String, Value>, name: &str) -> Result<String, String> {
     match data.get(name) {
         Some(Value::String(value)) => check_id(&format!("data.{name}"), value),
         None | Some(Value::Null) => Err(format!("data.{name} is required")),
         Some(_) => Err(format!("data.{name} must be a string")),
+    }
+}
+
+/// `data` of `videochat:registerPushDevice`: `platform`, `token`, `voip`, each checked.
+fn push_device(data: &Map<String, Value>) -> Result<PushDevice, String> {
+    let platform = match data.get("platform") {
+        Some(Value::String(p)) => PUSH_PLATFORMS
+            .iter()
+            .find(|known| *known == p)
+            .copied()
+            .ok_or_else(|| format!("data.platform must be one of {}", PUSH_PLATFORMS.join(", ")))?,
+        None | Some(Value::Null) => return Err("data.platform is required".into()),
+        Some(_) => return Err("data.platform must be a string".into()),
+    };
+    let token = push_token(data)?;
+    let voip = match data.get("voip") {
+        Some(Value::Bool(voip)) => *voip,
+        None | Some(Value::Null) => return Err("data.voip is required".into()),
+        Some(_) => return Err("data.voip must be a boolean".into()),
+    };
+    Ok(PushDevice {
+        platform,
+        token,
+        voip,
+    })
+}
+
+/// `data.token`: 1..=[`MAX_PUSH_TOKEN_LEN`] bytes without control characters.
+fn push_token(data: &Map<String, Value>) -> Result<String, String> {
+    match data.get("token") {
+        Some(Value::String(token)) if token.is_empty() => {
+            Err("data.token must not be empty".into())
+        }
+        Some(Value::String(token)) if token.len() > MAX_PUSH_TOKEN_LEN => Err(format!(
+            "data.token is too long (at most {MAX_PUSH_TOKEN_LEN} bytes)"
+        )),
+        Some(Value::String(token)) if token.chars().any(char::is_control) => {
+            Err("data.token must not contain control characters".into())
+        }
+        Some(Value::String(token)) => Ok(token.clone()),
+        None | Some(Value::Null) => Err("data.token is required".into()),
+        Some(_) => Err("data.token must be a string".into()),
     }
 }
 
@@ -408,6 +523,66 @@ mod tests {
         let error = decode(&big, 1024).unwrap_err();
         assert_eq!(error.code, WireCode::InvalidData);
         assert_eq!(error.event_id.as_deref(), Some("big"));
+    }
+
+    #[test]
+    fn push_device_frames_decode_and_bad_ones_name_the_field() {
+        let inbound = decode(
+            r#"{"type":"videochat:registerPushDevice","data":{"platform":"apns","token":"ab12","voip":true},"event":{"id":"p-1"}}"#,
+            8192,
+        )
+        .unwrap();
+        assert_eq!(
+            inbound.request,
+            ClientRequest::RegisterPushDevice(PushDevice {
+                platform: "apns",
+                token: "ab12".into(),
+                voip: true
+            })
+        );
+        let inbound = decode(
+            r#"{"type":"videochat:unregisterPushDevice","data":{"token":"ab12"},"event":{"id":"p-2"}}"#,
+            8192,
+        )
+        .unwrap();
+        assert_eq!(
+            inbound.request,
+            ClientRequest::UnregisterPushDevice {
+                token: "ab12".into()
+            }
+        );
+        let long = "x".repeat(MAX_PUSH_TOKEN_LEN + 1);
+        for (data, field) in [
+            (
+                r#"{"platform":"sms","token":"t","voip":false}"#.to_owned(),
+                "data.platform",
+            ),
+            (r#"{"token":"t","voip":false}"#.to_owned(), "data.platform"),
+            (
+                r#"{"platform":"fcm","token":"","voip":false}"#.to_owned(),
+                "data.token",
+            ),
+            (
+                format!(r#"{{"platform":"fcm","token":"{long}","voip":false}}"#),
+                "data.token",
+            ),
+            (
+                r#"{"platform":"fcm","token":7,"voip":false}"#.to_owned(),
+                "data.token",
+            ),
+            (
+                r#"{"platform":"fcm","token":"t","voip":"yes"}"#.to_owned(),
+                "data.voip",
+            ),
+            (r#"{"platform":"fcm","token":"t"}"#.to_owned(), "data.voip"),
+        ] {
+            let frame = format!(
+                r#"{{"type":"videochat:registerPushDevice","data":{data},"event":{{"id":"p"}}}}"#
+            );
+            let error = decode(&frame, 16384).unwrap_err();
+            assert_eq!(error.code, WireCode::InvalidData, "{data}");
+            assert!(error.message.contains(field), "{data}: {}", error.message);
+        }
     }
 
     #[test]

@@ -87,6 +87,54 @@ pub fn ring(r: &pb::VideochatRequested) -> Value {
     data
 }
 
+/// One call of the history (`videochat:listCalls`, `videochat:missedCalls`): absent fields
+/// are left out rather than sent empty.
+pub fn call(c: &pb::CallEntry) -> Value {
+    let mut object = Map::new();
+    object.insert("videochatRequestId".into(), json!(c.videochat_request_id));
+    object.insert("direction".into(), json!(c.direction));
+    object.insert("user".into(), user_or_empty(&c.user));
+    object.insert("kind".into(), json!(c.kind));
+    object.insert("outcome".into(), json!(c.outcome));
+    if !c.reason.is_empty() {
+        object.insert("reason".into(), json!(c.reason));
+    }
+    if !c.videochat_id.is_empty() {
+        object.insert("videochatId".into(), json!(c.videochat_id));
+    }
+    object.insert("requestedAt".into(), json!(c.requested_at));
+    for (name, value) in [
+        ("answeredAt", c.answered_at),
+        ("endedAt", c.ended_at),
+        ("inRoomMs", c.in_room_ms),
+    ] {
+        if let Some(value) = value {
+            object.insert(name.into(), json!(value));
+        }
+    }
+    Value::Object(object)
+}
+
+/// The `data` of a `videochat:listCalls` response.
+pub fn call_page(page: &pb::ListCallsResponse) -> Value {
+    let mut data = json!({
+        "calls": page.calls.iter().map(call).collect::<Vec<_>>(),
+        "missedCount": page.missed_count,
+    });
+    if let (Some(next), Value::Object(object)) = (page.next, &mut data) {
+        object.insert("next".into(), json!(next));
+    }
+    data
+}
+
+/// The `data` of `videochat:missedCalls`.
+pub fn missed_calls(missed: &pb::MissedCalls) -> Value {
+    json!({
+        "count": missed.count,
+        "latest": missed.latest.iter().map(call).collect::<Vec<_>>(),
+    })
+}
+
 /// The frame `type` and `data` of an event.
 pub fn event(kind: &pb::event::Kind) -> (&'static str, Value) {
     match kind {

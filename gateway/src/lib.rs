@@ -30,6 +30,7 @@ pub mod resume;
 pub mod server;
 pub mod state;
 pub mod upstream;
+pub mod webhooks;
 
 pub use config::GatewayConfig;
 pub use server::{GatewayError, run};

@@ -40,6 +40,8 @@ pub struct Registered {
     pub missed: Vec<pb::Event>,
     /// A snapshot instead, when those events are gone.
     pub resync: Option<pb::Resync>,
+    /// Calls the user missed since they last listed them.
+    pub missed_calls: Option<pb::MissedCalls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +293,7 @@ impl Link {
                                         rings: registered.pending_rings,
                                         missed: registered.missed,
                                         resync: registered.resync,
+                                        missed_calls: registered.missed_calls,
                                     })
                                 } else if registered.code == pb::ErrorCode::TooManySockets as i32 {
                                     Err(LinkError::TooManySockets(registered.error))

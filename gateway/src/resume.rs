@@ -36,11 +36,13 @@ pub fn last_event_id(query: Option<&str>) -> Result<Option<u64>, BadLastEventId>
 }
 
 /// The frames a new socket is sent first, in order: a resync snapshot, or the events it missed
-/// (under their own ids), then the live rings it has not been sent as events.
+/// (under their own ids), then the live rings it has not been sent as events, then the calls
+/// the user missed since they last listed them.
 pub fn owed_frames(
     missed: &[pb::Event],
     resync: Option<&pb::Resync>,
     rings: &[pb::VideochatRequested],
+    missed_calls: Option<&pb::MissedCalls>,
     now_ms: i64,
 ) -> Vec<String> {
     let mut frames = Vec::with_capacity(missed.len() + rings.len() + 1);
@@ -66,6 +68,16 @@ pub fn owed_frames(
             envelope::EVENT_REQUESTED,
             &id,
             frames::ring(ring),
+            now_ms,
+        ));
+    }
+    if let Some(missed_calls) = missed_calls.filter(|m| m.count > 0) {
+        // Like replayed rings, a view of now rather than a stored event.
+        let id = format!("missed_{}", uuid::Uuid::now_v7().simple());
+        frames.push(envelope::event(
+            envelope::EVENT_MISSED_CALLS,
+            &id,
+            frames::missed_calls(missed_calls),
             now_ms,
         ));
     }
@@ -129,7 +141,7 @@ mod tests {
             videochat_request_id: "r2".into(),
             ..Default::default()
         };
-        let frames = owed_frames(&[event], Some(&pb::Resync::default()), &[ring], 1);
+        let frames = owed_frames(&[event], Some(&pb::Resync::default()), &[ring], None, 1);
         let parsed: Vec<Value> = frames
             .iter()
             .map(|f| serde_json::from_str(f).unwrap())

@@ -33,6 +33,7 @@ use crate::registry::Registry;
 use crate::resume;
 use crate::state::Shared;
 use crate::upstream::{self, Upstream};
+use crate::webhooks;
 
 /// Bytes a socket reads from the network at a time. Client frames are small; a larger one is
 /// read in several steps. Most of an idle socket's memory is this buffer.
@@ -198,6 +199,7 @@ async fn route(
             );
             response
         }
+        path if webhooks::handles(path) => webhooks::route(request, &shared.upstream).await,
         // The browser demo hands out tokens: only while the development secret is in use.
         path if demo::handles(path) && shared.config.uses_dev_secret() => {
             demo::route(request, &shared.config, &shared.registry).await
@@ -292,6 +294,7 @@ async fn upgrade(
         &registered.missed,
         registered.resync.as_ref(),
         &registered.rings,
+        registered.missed_calls.as_ref(),
         now_ms(),
     );
     shared.registry.registered(

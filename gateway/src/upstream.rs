@@ -22,7 +22,9 @@ use tonic_types::StatusExt;
 use tracing::{Instrument, Span};
 use videochat_proto::v1 as pb;
 use videochat_proto::v1::ERROR_DOMAIN;
+use videochat_proto::v1::engine_events_client::EngineEventsClient;
 use videochat_proto::v1::handshake_client::HandshakeClient;
+use videochat_proto::v1::user_directory_client::UserDirectoryClient;
 
 use crate::credentials::ToService;
 use crate::endpoints::{self, Discovery, Endpoints, EndpointsError, Refresh};
@@ -107,6 +109,9 @@ pub fn retryable(status: &tonic::Status) -> bool {
 #[derive(Clone)]
 pub struct Upstream {
     handshake: HandshakeClient<ToService>,
+    engine_events: EngineEventsClient<ToService>,
+    /// Push devices are registered through the user directory.
+    users: UserDirectoryClient<ToService>,
     endpoints: Endpoints,
     rpc_timeout: Duration,
 }
@@ -114,10 +119,25 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(channel: ToService, endpoints: Endpoints, rpc_timeout: Duration) -> Self {
         Self {
-            handshake: HandshakeClient::new(channel),
+            handshake: HandshakeClient::new(channel.clone()),
+            engine_events: EngineEventsClient::new(channel.clone()),
+            users: UserDirectoryClient::new(channel),
             endpoints,
             rpc_timeout,
         }
+    }
+
+    /// Passes a media engine's webhook to the service (which verifies and applies it).
+    #[tracing::instrument(name = "gateway.engine_webhook", skip_all, fields(videochat.engine = %webhook.engine))]
+    pub async fn deliver_webhook(
+        &self,
+        webhook: pb::EngineWebhook,
+    ) -> Result<pb::EngineWebhookResponse, tonic::Status> {
+        let mut client = self.engine_events.clone();
+        client
+            .deliver_webhook(self.request(webhook, self.rpc_timeout))
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     /// A request with what is left of the deadline and the current span's trace context in its
@@ -147,10 +167,10 @@ impl Upstream {
         let method = rpc_method(&inbound.request);
         let span = tracing::info_span!(
             "grpc.client",
-            otel.name = %format!("videochat.handshake.v1.Handshake/{method}"),
+            otel.name = %format!("videochat.handshake.v1.{}/{method}", rpc_service(&inbound.request)),
             otel.kind = "client",
             rpc.system = "grpc",
-            rpc.service = "videochat.handshake.v1.Handshake",
+            rpc.service = %format!("videochat.handshake.v1.{}", rpc_service(&inbound.request)),
             rpc.method = method,
             rpc.grpc.status_code = tracing::field::Empty,
             rpc.attempts = tracing::field::Empty,
@@ -293,7 +313,60 @@ impl Upstream {
                 ))
                 .await
                 .map(|_| None),
+            ClientRequest::ListCalls { before, limit } => client
+                .list_calls(self.request(
+                    pb::ListCallsRequest {
+                        user_id: user_of(actor),
+                        before: *before,
+                        limit: *limit,
+                        // The user is looking at their calls: missed ones count as seen.
+                        acknowledge: true,
+                    },
+                    timeout,
+                ))
+                .await
+                .map(|r| Some(frames::call_page(&r.into_inner()))),
+            ClientRequest::RegisterPushDevice(device) => self
+                .users
+                .clone()
+                .register_push_device(self.request(
+                    pb::RegisterPushDeviceRequest {
+                        user_id: user_of(actor),
+                        platform: device.platform.to_owned(),
+                        token: device.token.clone(),
+                        voip: device.voip,
+                    },
+                    timeout,
+                ))
+                .await
+                .map(|_| Some(json!({}))),
+            ClientRequest::UnregisterPushDevice { token } => self
+                .users
+                .clone()
+                .unregister_push_device(self.request(
+                    pb::UnregisterPushDeviceRequest {
+                        user_id: user_of(actor),
+                        token: token.clone(),
+                    },
+                    timeout,
+                ))
+                .await
+                .map(|_| Some(json!({}))),
         }
+    }
+}
+
+/// The user a directory call is for: the socket's own (the actor the gateway authenticated).
+fn user_of(actor: Option<pb::Actor>) -> String {
+    actor.map(|a| a.user_id).unwrap_or_default()
+}
+
+fn rpc_service(request: &ClientRequest) -> &'static str {
+    match request {
+        ClientRequest::RegisterPushDevice(_) | ClientRequest::UnregisterPushDevice { .. } => {
+            "UserDirectory"
+        }
+        _ => "Handshake",
     }
 }
 
@@ -304,5 +377,8 @@ fn rpc_method(request: &ClientRequest) -> &'static str {
         ClientRequest::AcceptVideochatRequest { .. } => "AcceptVideochatRequest",
         ClientRequest::DeclineVideochatRequest { .. } => "DeclineVideochatRequest",
         ClientRequest::MergeToVideochat { .. } => "MergeToVideochat",
+        ClientRequest::ListCalls { .. } => "ListCalls",
+        ClientRequest::RegisterPushDevice(_) => "RegisterPushDevice",
+        ClientRequest::UnregisterPushDevice { .. } => "UnregisterPushDevice",
     }
 }

@@ -47,6 +47,24 @@ fn request() -> impl Strategy<Value = ClientRequest> {
                 videochat_request_id,
             }
         }),
+        (
+            proptest::option::of(0..i64::MAX),
+            proptest::option::of(1u32..=100)
+        )
+            .prop_map(|(before, limit)| ClientRequest::ListCalls { before, limit }),
+        (
+            proptest::sample::select(envelope::PUSH_PLATFORMS.to_vec()),
+            id(),
+            any::<bool>()
+        )
+            .prop_map(|(platform, token, voip)| {
+                ClientRequest::RegisterPushDevice(envelope::PushDevice {
+                    platform,
+                    token,
+                    voip,
+                })
+            }),
+        id().prop_map(|token| ClientRequest::UnregisterPushDevice { token }),
     ]
 }
 
@@ -94,6 +112,18 @@ fn encode(
             envelope::MERGE,
             json!({ "videochatId": videochat_id, "videochatRequestId": videochat_request_id }),
         ),
+        // Absent paging fields are sent as null, so that no extra field takes their name.
+        ClientRequest::ListCalls { before, limit } => (
+            envelope::LIST_CALLS,
+            json!({ "before": before, "limit": limit }),
+        ),
+        ClientRequest::RegisterPushDevice(device) => (
+            envelope::REGISTER_PUSH_DEVICE,
+            json!({ "platform": device.platform, "token": device.token, "voip": device.voip }),
+        ),
+        ClientRequest::UnregisterPushDevice { token } => {
+            (envelope::UNREGISTER_PUSH_DEVICE, json!({ "token": token }))
+        }
     };
     let mut event = json!({ "id": event_id });
     if let Some(date) = date {
@@ -217,6 +247,9 @@ proptest! {
             ClientRequest::AcceptVideochatRequest { .. } => envelope::ACCEPT,
             ClientRequest::DeclineVideochatRequest { .. } => envelope::DECLINE,
             ClientRequest::MergeToVideochat { .. } => envelope::MERGE,
+            ClientRequest::ListCalls { .. } => envelope::LIST_CALLS,
+            ClientRequest::RegisterPushDevice(_) => envelope::REGISTER_PUSH_DEVICE,
+            ClientRequest::UnregisterPushDevice { .. } => envelope::UNREGISTER_PUSH_DEVICE,
         };
         prop_assert_eq!(
             decoded,

@@ -17,6 +17,7 @@ mod paced;
 mod pairs;
 mod protocol;
 mod report;
+mod sink;
 mod stats;
 
 use std::io::{IsTerminal, Write};
@@ -75,6 +76,8 @@ enum Command {
     Idle(idle::IdleArgs),
     /// The JSON reports of one bench run as one table and one JSON document.
     Summary(report::SummaryArgs),
+    /// A webhook endpoint answering 204 to everything (the service with webhooks on).
+    Sink(sink::SinkArgs),
 }
 
 #[tokio::main]
@@ -93,6 +96,9 @@ async fn main() -> anyhow::Result<()> {
         let table = report::summary(args)?;
         std::io::stdout().write_all(table.as_bytes())?;
         return Ok(());
+    }
+    if let Command::Sink(args) = &cli.command {
+        return sink::run(args).await;
     }
 
     let url = common
@@ -116,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Flat(args) => Figures::Flat(flat::run(connector, args).await?),
         Command::Paced(args) => Figures::Paced(paced::run(connector, args).await?),
         Command::Idle(args) => Figures::Idle(idle::run(connector, args).await?),
-        Command::Summary(_) => unreachable!("handled above"),
+        Command::Summary(_) | Command::Sink(_) => unreachable!("handled above"),
     };
     let report = Report {
         label: common.label.clone(),

@@ -10,8 +10,8 @@
 //! locked while the service thinks, and a handshake costs two statements per operation.
 
 use crate::domain::{
-    IdempotencyKey, Outgoing, Participant, RequestId, RequestStatus, UserId, UserProfile,
-    Videochat, VideochatRequest,
+    IdempotencyKey, Outgoing, Participant, PushDevice, RequestId, RequestStatus, UserId,
+    UserProfile, Videochat, VideochatRequest,
 };
 
 /// What was answered the first time a user sent an idempotency key.
@@ -48,11 +48,16 @@ pub struct Facts {
     pub request: Option<VideochatRequest>,
     /// The videochat the operation is about (invite, merge, accepting an invite).
     pub videochat: Option<Videochat>,
-    /// Participant rows of that videochat for the users involved (is the actor in it? the target?).
+    /// Participant rows of that videochat for the users involved (is the actor in it? the
+    /// target?), of those in it now.
     pub members: Vec<Participant>,
-    /// The first participants' profiles, in joining order, for a ring's `participants`.
+    /// Participant rows of the users involved who left the videochat's room (they come back
+    /// with the same `uid`).
+    pub former: Vec<Participant>,
+    /// The first participants' profiles, in joining order, for a ring's `participants` (those
+    /// in the room now).
     pub participants: Vec<UserProfile>,
-    /// How many participants the videochat has.
+    /// How many participants the videochat has in the room now.
     pub participant_count: u32,
     /// The highest `uid` given in the videochat (the next participant gets the one after).
     pub max_uid: u32,
@@ -62,6 +67,10 @@ pub struct Facts {
     /// How many invites into the videochat were made in the last
     /// [`crate::machine::INVITE_WINDOW_MS`] (invite): the invites-per-minute limit.
     pub recent_invites: u32,
+    /// The target's devices registered for push (request, invite). The service leaves this
+    /// empty unless a push webhook is configured, so without one an unavailable target is
+    /// refused exactly as before.
+    pub target_devices: Vec<PushDevice>,
 }
 
 impl Facts {
@@ -79,6 +88,15 @@ impl Facts {
     pub fn member(&self, id: &UserId) -> Option<&Participant> {
         self.members.iter().find(|p| &p.user_id == id)
     }
+
+    pub fn former(&self, id: &UserId) -> Option<&Participant> {
+        self.former.iter().find(|p| &p.user_id == id)
+    }
+
+    /// The target can be rung: a live socket, or a device the push sender can wake.
+    pub fn target_reachable(&self) -> bool {
+        self.target_available || !self.target_devices.is_empty()
+    }
 }
 
 /// A ring moving out of `pending`. The whole change is written only if this transition happens:
@@ -90,6 +108,9 @@ pub struct Finish {
     /// Also require that the ring still rings at this instant (answering a ring whose timeout
     /// passed is refused even before the expiry sweep has marked it).
     pub ringing_at: Option<i64>,
+    /// The videochat a direct ring led to (accepted: the new one; merged: the one joined),
+    /// remembered on the ring for its history.
+    pub videochat: Option<crate::domain::VideochatId>,
 }
 
 /// Everything one operation writes, with the events it causes.
@@ -99,6 +120,8 @@ pub struct Change {
     pub new_request: Option<VideochatRequest>,
     pub new_videochat: Option<Videochat>,
     pub new_participants: Vec<Participant>,
+    /// Participants who had left the room and are let back in (same `uid`, same rights).
+    pub rejoined: Vec<Participant>,
     pub events: Vec<Outgoing>,
 }
 
@@ -108,6 +131,7 @@ impl Change {
             && self.new_request.is_none()
             && self.new_videochat.is_none()
             && self.new_participants.is_empty()
+            && self.rejoined.is_empty()
             && self.events.is_empty()
     }
 }

@@ -48,6 +48,11 @@ pub struct HandshakeConfig {
     #[arg(long, env = "VIDEOCHAT_OUTBOX_RETENTION_S", default_value_t = 3_600)]
     pub outbox_retention_s: u64,
 
+    /// How long call history is kept (rings that ended, with their outcome), in seconds.
+    /// Default 90 days.
+    #[arg(long, env = "VIDEOCHAT_HISTORY_RETENTION_S", default_value_t = 90 * 24 * 3600)]
+    pub history_retention_s: u64,
+
     /// Who may call the gRPC port: `required` (the default) accepts only the credentials
     /// below; `none` lets anyone who reaches the port call anything (development on a
     /// trusted host only; production mode refuses it).
@@ -136,6 +141,69 @@ pub struct HandshakeConfig {
 
     #[command(flatten)]
     pub engines: EngineConfig,
+
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
+}
+
+/// Webhooks out (docs/webhooks.md): call-status events and the push hand-off. Checked at
+/// start-up by [`crate::webhooks::WebhookSettings::from_config`].
+#[derive(Clone, Debug, clap::Args)]
+pub struct WebhookConfig {
+    /// Endpoints that receive call-status webhooks (`call.requested`, …), comma-separated
+    /// http:// or https:// URLs. Unset: no call-status webhooks, and nothing extra is written.
+    #[arg(long, env = "VIDEOCHAT_WEBHOOK_URL", value_delimiter = ',')]
+    pub webhook_url: Vec<String>,
+
+    /// Only these call-status event types, comma-separated (e.g. `call.missed,call.accepted`);
+    /// unset: all of them.
+    #[arg(long, env = "VIDEOCHAT_WEBHOOK_EVENTS", value_delimiter = ',')]
+    pub webhook_events: Vec<String>,
+
+    /// The endpoint of the deployment's push sender: with it, a ring to a user with no live
+    /// socket but a registered device rings (a `push.ring` webhook) instead of answering 10011.
+    #[arg(long, env = "VIDEOCHAT_PUSH_WEBHOOK_URL")]
+    pub push_webhook_url: Option<String>,
+
+    /// The signing secret of every webhook, in Standard Webhooks form: `whsec_` and base64.
+    #[arg(long, env = "VIDEOCHAT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
+
+    /// How long a webhook is retried before it is marked failed, in seconds.
+    #[arg(long, env = "VIDEOCHAT_WEBHOOK_MAX_AGE_S", default_value_t = 86_400)]
+    pub webhook_max_age_s: u64,
+
+    /// How long one delivery attempt may take, in milliseconds.
+    #[arg(long, env = "VIDEOCHAT_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+
+    /// The first retry's backoff ceiling, in milliseconds; it doubles per attempt.
+    #[arg(
+        long,
+        env = "VIDEOCHAT_WEBHOOK_BACKOFF_MIN_MS",
+        default_value_t = 5_000
+    )]
+    pub webhook_backoff_min_ms: u64,
+
+    /// The largest backoff between two attempts, in milliseconds.
+    #[arg(
+        long,
+        env = "VIDEOCHAT_WEBHOOK_BACKOFF_MAX_MS",
+        default_value_t = 3_600_000
+    )]
+    pub webhook_backoff_max_ms: u64,
+
+    /// Deliveries in flight at once per replica.
+    #[arg(long, env = "VIDEOCHAT_WEBHOOK_CONCURRENCY", default_value_t = 32)]
+    pub webhook_concurrency: usize,
+
+    /// How often the dispatcher looks for due deliveries when nothing woke it, in milliseconds.
+    #[arg(long, env = "VIDEOCHAT_WEBHOOK_POLL_MS", default_value_t = 1_000)]
+    pub webhook_poll_ms: u64,
+
+    /// How long delivered webhooks stay in the table, in seconds.
+    #[arg(long, env = "VIDEOCHAT_WEBHOOK_RETENTION_S", default_value_t = 86_400)]
+    pub webhook_retention_s: u64,
 }
 
 /// Whether the gRPC port checks its callers.

@@ -251,6 +251,9 @@ pub struct Videochat {
     /// LiveKit E2EE passphrase, the same for every participant.
     pub shared_secret: String,
     pub created_at_ms: i64,
+    /// When the media engine reported the room finished: the videochat is over and cannot be
+    /// invited or merged into.
+    pub ended_at_ms: Option<i64>,
 }
 
 /// A participant's rights. `is_moderator` is derived (`is_owner || is_panelist`), never stored.
@@ -504,6 +507,98 @@ pub struct Outgoing {
     pub event: Event,
 }
 
+/// Where a registered device receives pushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushPlatform {
+    Apns,
+    Fcm,
+    Webpush,
+}
+
+impl PushPlatform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushPlatform::Apns => "apns",
+            PushPlatform::Fcm => "fcm",
+            PushPlatform::Webpush => "webpush",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "apns" => Some(PushPlatform::Apns),
+            "fcm" => Some(PushPlatform::Fcm),
+            "webpush" => Some(PushPlatform::Webpush),
+            _ => None,
+        }
+    }
+}
+
+/// The longest push token accepted, in bytes (an APNs token is 64 hex characters, an FCM
+/// registration token about 160; a Web Push subscription, endpoint URL and keys, fits too).
+pub const MAX_PUSH_TOKEN_LEN: usize = 4096;
+
+/// A device's push token: 1..=[`MAX_PUSH_TOKEN_LEN`] bytes without control characters. Opaque
+/// to the service; the deployment's push sender knows what to do with it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PushToken(String);
+
+/// Why a string is not a push token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPushToken {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {MAX_PUSH_TOKEN_LEN} bytes (got {0})")]
+    TooLong(usize),
+    #[error("must not contain control characters")]
+    BadCharacter,
+}
+
+impl PushToken {
+    pub fn parse(s: impl Into<String>) -> Result<Self, InvalidPushToken> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(InvalidPushToken::Empty);
+        }
+        if s.len() > MAX_PUSH_TOKEN_LEN {
+            return Err(InvalidPushToken::TooLong(s.len()));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(InvalidPushToken::BadCharacter);
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PushToken {
+    type Error = InvalidPushToken;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(s)
+    }
+}
+
+impl From<PushToken> for String {
+    fn from(token: PushToken) -> Self {
+        token.0
+    }
+}
+
+/// A device a user registered for push: rung through the push sender when the user has no live
+/// socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushDevice {
+    pub platform: PushPlatform,
+    pub token: PushToken,
+    /// A VoIP push (APNs PushKit, a high-priority FCM data message) that starts the call UI.
+    pub voip: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,6 +628,22 @@ mod tests {
         assert!(!Permissions::promoted_participant().is_moderator());
         assert!(Permissions::promoted_participant().can_publish());
         assert!(!Permissions::participant().can_publish());
+    }
+
+    #[test]
+    fn push_tokens_reject_empty_oversized_and_control_characters() {
+        assert_eq!(PushToken::parse(""), Err(InvalidPushToken::Empty));
+        assert_eq!(
+            PushToken::parse("x".repeat(MAX_PUSH_TOKEN_LEN + 1)),
+            Err(InvalidPushToken::TooLong(MAX_PUSH_TOKEN_LEN + 1))
+        );
+        assert_eq!(
+            PushToken::parse("a\nb"),
+            Err(InvalidPushToken::BadCharacter)
+        );
+        assert!(PushToken::parse("x".repeat(MAX_PUSH_TOKEN_LEN)).is_ok());
+        assert_eq!(PushPlatform::parse("apns"), Some(PushPlatform::Apns));
+        assert_eq!(PushPlatform::parse("sms"), None);
     }
 
     #[test]

@@ -107,6 +107,10 @@ pub enum HandshakeError {
     /// 1004, or a retry when the store reports a conflicting concurrent change.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A media engine's webhook was refused (not signed by the engine, unreadable, or for an
+    /// engine not received here). Not a contract error: webhooks are HTTP, not frames.
+    #[error(transparent)]
+    Webhook(#[from] crate::engine::events::Rejected),
 }
 
 impl HandshakeError {
@@ -120,7 +124,8 @@ impl HandshakeError {
     pub fn code(&self) -> ErrorCode {
         match self {
             HandshakeError::InvalidArgument { .. }
-            | HandshakeError::IdempotencyKeyReused { .. } => ErrorCode::InvalidData,
+            | HandshakeError::IdempotencyKeyReused { .. }
+            | HandshakeError::Webhook(_) => ErrorCode::InvalidData,
             HandshakeError::TargetUserNotFound => ErrorCode::TargetUserNotFound,
             HandshakeError::TargetUserNotAvailable => ErrorCode::TargetUserNotAvailable,
             HandshakeError::RequestNotFound => ErrorCode::RequestNotFound,
@@ -148,6 +153,7 @@ impl HandshakeError {
                 | HandshakeError::InvalidArgument { .. }
                 | HandshakeError::IdempotencyKeyReused { .. }
                 | HandshakeError::Replayed { .. }
+                | HandshakeError::Webhook(_)
         )
     }
 

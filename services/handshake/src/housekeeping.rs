@@ -55,10 +55,16 @@ pub async fn expire_rings(handshake: Handshake, shutdown: CancellationToken) {
     }
 }
 
-/// Forgets sockets of gateways whose presence lease ran out, and prunes delivered events and
-/// idempotency records past their windows.
-pub async fn sweep(handshake: Handshake, outbox_retention: Duration, shutdown: CancellationToken) {
+/// Forgets sockets of gateways whose presence lease ran out, and prunes delivered events,
+/// idempotency records and call history past their windows.
+pub async fn sweep(
+    handshake: Handshake,
+    outbox_retention: Duration,
+    history_retention: Duration,
+    shutdown: CancellationToken,
+) {
     let retention_ms = i64::try_from(outbox_retention.as_millis()).unwrap_or(i64::MAX / 2);
+    let history_ms = i64::try_from(history_retention.as_millis()).unwrap_or(i64::MAX / 2);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -75,7 +81,11 @@ pub async fn sweep(handshake: Handshake, outbox_retention: Duration, shutdown: C
         }
         if let Err(error) = handshake
             .store()
-            .prune(now - retention_ms, now - IDEMPOTENCY_WINDOW_MS)
+            .prune(
+                now - retention_ms,
+                now - IDEMPOTENCY_WINDOW_MS,
+                now.saturating_sub(history_ms),
+            )
             .await
         {
             tracing::warn!(%error, "pruning failed");

@@ -14,12 +14,14 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod grpc;
+pub mod history;
 pub mod housekeeping;
 pub mod machine;
 mod metrics_http;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod webhooks;
 
 pub use config::HandshakeConfig;
 pub use error::{ErrorCode, HandshakeError};

@@ -147,7 +147,16 @@ impl Decision {
             request: ring.id.clone(),
             status,
             ringing_at,
+            videochat: None,
         });
+    }
+
+    /// Remembers on the finished ring the videochat it led to (a direct ring accepted or
+    /// merged), so that history can show the time spent in it.
+    fn led_to(&mut self, videochat: &VideochatId) {
+        if let Some(finish) = &mut self.change.finish {
+            finish.videochat = Some(videochat.clone());
+        }
     }
 }
 
@@ -202,7 +211,7 @@ pub fn request(
             return Ok(glare);
         }
     }
-    if !facts.target_available {
+    if !facts.target_reachable() {
         return Err(HandshakeError::TargetUserNotAvailable);
     }
     within_pending_rings(facts, ctx)?;
@@ -254,7 +263,7 @@ pub fn invite(
         }
         decision = expire(ctx, existing);
     }
-    if !facts.target_available {
+    if !facts.target_reachable() {
         return Err(HandshakeError::TargetUserNotAvailable);
     }
     within_pending_rings(facts, ctx)?;
@@ -356,12 +365,14 @@ fn accept_ringing(
             );
             decision.reply = Reply::Credentials(Box::new(for_acceptor));
             decision.change.new_participants = vec![owner, guest];
+            decision.led_to(&videochat.id);
             decision.change.new_videochat = Some(videochat);
         }
         RequestKind::Invite => {
             let videochat = facts
                 .videochat
                 .as_ref()
+                .filter(|v| v.ended_at_ms.is_none())
                 .ok_or(HandshakeError::VideochatNotFound)?;
             let participant = join(
                 &mut decision,
@@ -432,6 +443,7 @@ pub fn merge(facts: &Facts, ctx: &Context<'_>, actor: &UserId) -> Result<Decisio
     let videochat = videochat_of_participant(facts, actor)?;
     let mut decision = Decision::answer(Reply::Done);
     decision.finish(ring, RequestStatus::Merged, Some(ctx.now_ms));
+    decision.led_to(&videochat.id);
     decision.ended = Some((RequestStatus::Merged, ctx.now_ms - ring.created_at_ms));
     let participant = join(
         &mut decision,
@@ -461,6 +473,16 @@ pub fn expire(ctx: &Context<'_>, ring: &VideochatRequest) -> Decision {
     decision.finish(ring, RequestStatus::Expired, None);
     decision.ended = Some((RequestStatus::Expired, ctx.now_ms - ring.created_at_ms));
     notify_both(&mut decision, ring, DeclineReason::Timeout);
+    decision
+}
+
+/// An invite still ringing when its videochat ended (the engine finished the room): there is
+/// nothing left to join, so it is cancelled and both sides hear `reason: "cancelled"`.
+pub fn end_invite(ctx: &Context<'_>, ring: &VideochatRequest) -> Decision {
+    let mut decision = Decision::answer(Reply::Done);
+    decision.finish(ring, RequestStatus::Cancelled, None);
+    decision.ended = Some((RequestStatus::Cancelled, ctx.now_ms - ring.created_at_ms));
+    notify_both(&mut decision, ring, DeclineReason::Cancelled);
     decision
 }
 
@@ -519,8 +541,9 @@ fn notify_both(decision: &mut Decision, ring: &VideochatRequest, reason: Decline
     }
 }
 
-/// The videochat of the facts, if `user` takes part in it; 10015 otherwise (not found and not
-/// yours look alike, so ids of other people's videochats cannot be probed).
+/// The videochat of the facts, if it is still on and `user` is in it; 10015 otherwise (not
+/// found and not yours look alike, so ids of other people's videochats cannot be probed). A user
+/// who left the room is no longer in it, and a videochat whose room finished is over.
 fn videochat_of_participant<'f>(
     facts: &'f Facts,
     user: &UserId,
@@ -528,6 +551,7 @@ fn videochat_of_participant<'f>(
     let videochat = facts
         .videochat
         .as_ref()
+        .filter(|v| v.ended_at_ms.is_none())
         .ok_or(HandshakeError::VideochatNotFound)?;
     if facts.member(user).is_none() {
         return Err(HandshakeError::VideochatNotFound);
@@ -535,8 +559,9 @@ fn videochat_of_participant<'f>(
     Ok(videochat)
 }
 
-/// `user` as a participant of the videochat: the rights they have if already in it, otherwise
-/// a new participant with the next free `uid` (added to the decision's change).
+/// `user` as a participant of the videochat: the rights they have if already in it; back in
+/// with their old `uid` and rights if they had left; otherwise a new participant with the next
+/// free `uid`. Joining is part of the decision's change.
 fn join(
     decision: &mut Decision,
     facts: &Facts,
@@ -546,6 +571,10 @@ fn join(
 ) -> Participant {
     if let Some(existing) = facts.member(user) {
         return existing.clone();
+    }
+    if let Some(former) = facts.former(user) {
+        decision.change.rejoined.push(former.clone());
+        return former.clone();
     }
     let participant = Participant {
         videochat_id: videochat.id.clone(),
@@ -573,6 +602,7 @@ fn new_videochat(ctx: &Context<'_>, mode: VideochatMode, engine: EngineKind) -> 
         engine,
         shared_secret: shared_secret(),
         created_at_ms: ctx.now_ms,
+        ended_at_ms: None,
     }
 }
 
@@ -787,6 +817,7 @@ mod tests {
             room: "vc_1".into(),
             shared_secret: "s".into(),
             created_at_ms: 0,
+            ended_at_ms: None,
         });
         facts.members = vec![Participant {
             videochat_id: VideochatId::parse("vc_1").unwrap(),
@@ -931,6 +962,7 @@ mod tests {
             room: "vc_1".into(),
             shared_secret: "s".into(),
             created_at_ms: 0,
+            ended_at_ms: None,
         };
         let mut facts = facts(&["alice", "carol"]);
         let mut invite_ring = ring(RequestKind::Invite, "alice", "carol", 10_000);
@@ -981,6 +1013,7 @@ mod tests {
             room: "vc_1".into(),
             shared_secret: "s".into(),
             created_at_ms: 0,
+            ended_at_ms: None,
         });
         facts.members = vec![Participant {
             videochat_id: VideochatId::parse("vc_1").unwrap(),

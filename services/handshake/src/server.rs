@@ -9,9 +9,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::HandshakeConfig;
 use crate::delivery::{self, Hub, link::Links};
+use crate::engine::events::EventSources;
 use crate::engine::{EngineError, Engines};
 use crate::service::Handshake;
 use crate::store::{self, StoreError};
+use crate::webhooks::handoff::Handoff;
+use crate::webhooks::{WebhookConfigError, WebhookSettings, dispatcher, sender::Sender};
 use crate::{grpc, housekeeping, metrics_http};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,8 @@ pub enum StartError {
     Metrics(#[source] std::io::Error),
     #[error(transparent)]
     Access(#[from] grpc::AccessError),
+    #[error(transparent)]
+    Webhooks(#[from] WebhookConfigError),
 }
 
 /// Listeners the replica serves on; bound by the caller so tests can use port 0.
@@ -40,12 +45,16 @@ pub struct Replica {
     links: Links,
     access: grpc::Access,
     config: HandshakeConfig,
+    /// The webhook dispatcher's parts, when webhooks are configured.
+    webhooks: Option<(WebhookSettings, Sender, dispatcher::Wakes)>,
 }
 
 impl Replica {
     /// Checks the engine and access settings and opens (and migrates) the store.
     pub async fn build(config: HandshakeConfig) -> Result<Self, StartError> {
         let access = grpc::Access::from_config(&config)?;
+        let webhook_settings = WebhookSettings::from_config(&config.webhooks)?;
+        let sender = webhook_settings.as_ref().map(Sender::new).transpose()?;
         let engines = Arc::new(Engines::from_config(&config.engines)?);
         // Names this replica in the outbox, so that its follower skips what it pushed itself.
         let replica_id = format!("replica_{}", uuid::Uuid::now_v7().simple());
@@ -65,7 +74,28 @@ impl Replica {
             hub.clone(),
             config.ring_timeout(),
             config.limits(),
-        );
+        )
+        .receiving(EventSources::from_config(&config.engines));
+        let (handshake, webhooks) = match (webhook_settings, sender) {
+            (Some(settings), Some(sender)) => {
+                tracing::info!(
+                    call_endpoints = settings.routes.call_endpoints.len(),
+                    push = settings.routes.push_enabled(),
+                    "webhooks on"
+                );
+                let wake = Arc::new(tokio::sync::Notify::new());
+                let (handoff, committed) = Handoff::new(
+                    settings.routes.clone(),
+                    wake.clone(),
+                    dispatcher::lease(&settings),
+                );
+                (
+                    handshake.with_webhooks(handoff),
+                    Some((settings, sender, dispatcher::Wakes { wake, committed })),
+                )
+            }
+            _ => (handshake, None),
+        };
         let links = Links {
             store,
             hub,
@@ -78,6 +108,7 @@ impl Replica {
             links,
             access,
             config,
+            webhooks,
         })
     }
 
@@ -106,8 +137,18 @@ impl Replica {
         tasks.spawn(housekeeping::sweep(
             self.handshake.clone(),
             std::time::Duration::from_secs(self.config.outbox_retention_s),
+            std::time::Duration::from_secs(self.config.history_retention_s),
             shutdown.clone(),
         ));
+        if let Some((settings, sender, wakes)) = self.webhooks {
+            tasks.spawn(dispatcher::run(
+                self.links.store.clone(),
+                settings,
+                sender,
+                wakes,
+                shutdown.clone(),
+            ));
+        }
         if let Some(listener) = listeners.metrics {
             tasks.spawn(metrics_http::serve(listener, metrics, shutdown.clone()));
         }

@@ -11,10 +11,14 @@ use crate::delivery::{self, Hub};
 use crate::domain::{
     IdempotencyKey, JoinCredentials, RequestStatus, Ring, UserId, UserProfile, VideochatMode,
 };
+use crate::engine::events::{EventSources, Received, Webhook};
 use crate::engine::{EngineKind, Engines};
 use crate::error::{ErrorCode, HandshakeError};
+use crate::history::CallPage;
 use crate::machine::{self, Command, Context, Decision, Limits, Reply};
-use crate::store::{IdempotencyRecord, RecordedOutcome, Store, StoreError, Write};
+use crate::store::RoomApplied;
+use crate::store::{IdempotencyRecord, Outbound, RecordedOutcome, Store, StoreError, Write};
+use crate::webhooks::handoff::Handoff;
 
 /// How often an operation is decided again after its facts went stale under it.
 const MAX_ATTEMPTS: usize = 8;
@@ -37,6 +41,9 @@ pub struct Handshake {
     hub: Arc<Hub>,
     ring_timeout: Duration,
     limits: Limits,
+    /// The engines whose room webhooks are received.
+    events: Arc<EventSources>,
+    webhooks: Option<Arc<Handoff>>,
 }
 
 impl Handshake {
@@ -53,7 +60,41 @@ impl Handshake {
             hub,
             ring_timeout,
             limits,
+            events: Arc::new(EventSources::default()),
+            webhooks: None,
         }
+    }
+
+    /// Writes webhooks with every change from now on and hands them to the dispatcher after
+    /// each commit (docs/webhooks.md).
+    pub fn with_webhooks(mut self, handoff: Handoff) -> Self {
+        self.webhooks = Some(Arc::new(handoff));
+        self
+    }
+
+    /// Wakes the webhook dispatcher (deliveries became due outside the write path).
+    pub fn wake_webhooks(&self) {
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.wake();
+        }
+    }
+
+    fn push_enabled(&self) -> bool {
+        self.webhooks.as_ref().is_some_and(|w| w.push_enabled())
+    }
+
+    /// The webhooks a decided change causes (none without webhooks configured).
+    fn outbound(&self, change: &Change, facts: &crate::change::Facts, now: i64) -> Outbound {
+        match &self.webhooks {
+            Some(webhooks) => webhooks.outbound(change, facts, now),
+            None => Outbound::default(),
+        }
+    }
+
+    /// Receives the room webhooks of these engines.
+    pub fn receiving(mut self, events: EventSources) -> Self {
+        self.events = Arc::new(events);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -108,9 +149,13 @@ impl Handshake {
     ) -> Result<Reply, HandshakeError> {
         for attempt in 1..=MAX_ATTEMPTS {
             let now = now_ms();
-            let facts = self.store.load(actor, key, command, now).await?;
-            if let Some(record) = facts.idempotency {
+            let mut facts = self.store.load(actor, key, command, now).await?;
+            if let Some(record) = facts.idempotency.take() {
                 return replay(record, command);
+            }
+            if !self.push_enabled() {
+                // Without a push sender, registered devices do not make anyone reachable.
+                facts.target_devices.clear();
             }
             let decision = match machine::decide(&facts, &self.context(now), actor, command) {
                 Ok(decision) => decision,
@@ -142,8 +187,9 @@ impl Handshake {
                 outcome: RecordedOutcome::Reply(reply),
                 created_at_ms: now,
             };
+            let outbound = self.outbound(&decision.change, &facts, now);
             match self
-                .write(&decision.change, Some(&record), traceparent, now)
+                .write(&decision.change, Some(&record), &outbound, traceparent, now)
                 .await
             {
                 Ok(()) => {
@@ -170,6 +216,7 @@ impl Handshake {
         &self,
         change: &Change,
         record: Option<&IdempotencyRecord>,
+        outbound: &Outbound,
         traceparent: &str,
         now: i64,
     ) -> Result<(), StoreError> {
@@ -183,8 +230,14 @@ impl Handshake {
                 record,
                 traceparent,
                 now_ms: now,
+                outbound,
             })
             .await?;
+        if !outbound.deliveries.is_empty()
+            && let Some(webhooks) = &self.webhooks
+        {
+            webhooks.committed(outbound, now);
+        }
         for ((event, row), seq) in events.iter_mut().zip(&rows).zip(positions) {
             event.seq = seq;
             event.recipient_user_id = row.recipient.to_string();
@@ -230,7 +283,14 @@ impl Handshake {
         let mut expired = 0;
         for ring in &due {
             let decision = machine::expire(&self.context(now), ring);
-            match self.write(&decision.change, None, "", now).await {
+            let outbound = match &self.webhooks {
+                Some(_) => {
+                    let facts = self.expiry_facts(ring, now).await?;
+                    self.outbound(&decision.change, &facts, now)
+                }
+                None => Outbound::default(),
+            };
+            match self.write(&decision.change, None, &outbound, "", now).await {
                 Ok(()) => {
                     expired += 1;
                     observe(&decision, "expire");
@@ -259,6 +319,78 @@ impl Handshake {
             .ok_or(HandshakeError::TargetUserNotFound)
     }
 
+    /// A media engine's webhook about one of its rooms: verified as that engine signs it, then
+    /// applied. A finished room ends its videochat, and invites into it still ringing are
+    /// cancelled (both sides hear `reason: "cancelled"`).
+    #[tracing::instrument(name = "handshake.engine_webhook", skip_all, fields(videochat.engine = engine))]
+    pub async fn engine_webhook(
+        &self,
+        engine: &str,
+        webhook: &Webhook<'_>,
+    ) -> Result<(Received, bool), HandshakeError> {
+        let received = self.events.receive(engine, webhook)?;
+        let Some(event) = &received.event else {
+            metrics::counter!("videochat_engine_events_total", "event" => received.name.clone(), "result" => "unused")
+                .increment(1);
+            return Ok((received, false));
+        };
+        let applied = self.store.apply_room_event(event).await?;
+        let result = match &applied {
+            RoomApplied::UnknownRoom => "unknown_room",
+            RoomApplied::Over => "videochat_over",
+            RoomApplied::Unchanged => "unchanged",
+            RoomApplied::Applied { .. } => "applied",
+        };
+        tracing::info!(event = %received.name, room = %event.room, result, "engine event");
+        metrics::counter!("videochat_engine_events_total", "event" => received.name.clone(), "result" => result)
+            .increment(1);
+        if let RoomApplied::Applied {
+            videochat,
+            finished: true,
+        } = &applied
+        {
+            let now = now_ms();
+            for ring in self.store.pending_invites(videochat).await? {
+                let decision = machine::end_invite(&self.context(now), &ring);
+                let outbound = match &self.webhooks {
+                    Some(_) => {
+                        let facts = self.expiry_facts(&ring, now).await?;
+                        self.outbound(&decision.change, &facts, now)
+                    }
+                    None => Outbound::default(),
+                };
+                match self.write(&decision.change, None, &outbound, "", now).await {
+                    Ok(()) => observe(&decision, "end_invite"),
+                    // Answered or expired meanwhile.
+                    Err(StoreError::Stale) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        Ok((received, matches!(applied, RoomApplied::Applied { .. })))
+    }
+
+    /// A page of `user`'s call history (see [`crate::history`]).
+    pub async fn list_calls(
+        &self,
+        user: &UserId,
+        before: Option<i64>,
+        limit: Option<u32>,
+        acknowledge: bool,
+    ) -> Result<CallPage, HandshakeError> {
+        let limit = limit.unwrap_or(crate::history::DEFAULT_PAGE);
+        if limit == 0 || limit > crate::history::MAX_PAGE {
+            return Err(HandshakeError::invalid(
+                "limit",
+                format!("must be 1 to {}", crate::history::MAX_PAGE),
+            ));
+        }
+        Ok(self
+            .store
+            .list_calls(user, before, limit, acknowledge, now_ms())
+            .await?)
+    }
+
     /// Starts a videochat owned by `owner`, for internal services (conferences).
     pub async fn create_videochat(
         &self,
@@ -270,8 +402,50 @@ impl Handshake {
         let facts = self.store.load_owner(owner).await?;
         let (credentials, change) =
             machine::create_videochat(&facts, &self.context(now), owner, mode, engine)?;
-        self.write(&change, None, "", now).await?;
+        self.write(&change, None, &Outbound::default(), "", now)
+            .await?;
         Ok(credentials)
+    }
+
+    /// What an expiry's webhooks need to know: the ring and both users' profiles (read only
+    /// when webhooks are configured; expiry is off the handshake path).
+    async fn expiry_facts(
+        &self,
+        ring: &crate::domain::VideochatRequest,
+        now: i64,
+    ) -> Result<crate::change::Facts, HandshakeError> {
+        let mut users = Vec::with_capacity(2);
+        for id in [&ring.initiator, &ring.target] {
+            if let Some((profile, _)) = self.store.user(id, now).await? {
+                users.push(profile);
+            }
+        }
+        Ok(crate::change::Facts {
+            users,
+            request: Some(ring.clone()),
+            ..crate::change::Facts::default()
+        })
+    }
+
+    /// Registers one of `user`'s devices for push.
+    pub async fn register_push_device(
+        &self,
+        user: &UserId,
+        device: &crate::domain::PushDevice,
+    ) -> Result<(), HandshakeError> {
+        Ok(self
+            .store
+            .register_push_device(user, device, now_ms())
+            .await?)
+    }
+
+    /// Forgets one of `user`'s devices; false if there was none with that token.
+    pub async fn unregister_push_device(
+        &self,
+        user: &UserId,
+        token: &crate::domain::PushToken,
+    ) -> Result<bool, HandshakeError> {
+        Ok(self.store.unregister_push_device(user, token).await?)
     }
 }
 

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use videochat_gateway::envelope::{
     ACCEPT, DECLINE, EVENT_ACCEPTED, EVENT_DECLINED, EVENT_DIRECT_ACCEPTED, EVENT_REQUESTED,
-    INVITE, MERGE, REQUEST_DIRECT,
+    INVITE, LIST_CALLS, MERGE, REQUEST_DIRECT,
 };
 
 /// Exit code of a command that did what it was asked.
@@ -125,6 +125,15 @@ pub enum Action {
         /// The ringing direct call's `videochatRequestId`.
         request_id: String,
     },
+    /// Your call history, newest first (listing counts your missed calls as seen).
+    Calls {
+        /// How many (1 to 100).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Only calls before this instant (Unix ms): the `next` a previous listing printed.
+        #[arg(long)]
+        before: Option<i64>,
+    },
 }
 
 /// Why a command stopped early.
@@ -207,6 +216,10 @@ pub async fn run(args: ClientArgs) -> i32 {
         } => {
             let merge = merge(&mut session, &context, &videochat_id, &request_id);
             unless_interrupted(&mut interrupt, merge).await
+        }
+        Action::Calls { limit, before } => {
+            let calls = calls(&mut session, &context, limit, before);
+            unless_interrupted(&mut interrupt, calls).await
         }
     };
     let code = match result {
@@ -387,6 +400,82 @@ async fn invite(
         format!("inviting {target} into {videochat_id}: request {request_id}")
     });
     Ok(EXIT_OK)
+}
+
+async fn calls(
+    session: &mut Session,
+    cx: &Context,
+    limit: u32,
+    before: Option<i64>,
+) -> Result<i32, ClientError> {
+    let mut data = json!({ "limit": limit });
+    if let Some(before) = before {
+        data["before"] = json!(before);
+    }
+    let response = session.request(&cx.out, LIST_CALLS, data).await?;
+    let page = &response.value["data"];
+    cx.out.frame_or(&response.raw, || {
+        let mut out = String::new();
+        let missed = page["missedCount"].as_u64().unwrap_or_default();
+        if missed > 0 {
+            let _ = writeln!(out, "{missed} missed since you last looked");
+        }
+        let now = now_ms();
+        for call in page["calls"].as_array().into_iter().flatten() {
+            let ago = (now - call["requestedAt"].as_i64().unwrap_or(now)).max(0) / 1000;
+            let arrow = if call["direction"] == "outgoing" {
+                "to  "
+            } else {
+                "from"
+            };
+            let mut line = format!(
+                "{:>7} ago  {arrow} {:<16} {:<9}",
+                human_seconds(ago),
+                text(&call["user"]["id"]),
+                text(&call["outcome"]),
+            );
+            if let Some(reason) = call["reason"].as_str() {
+                let _ = write!(line, " ({reason})");
+            }
+            if call["kind"] == "invite" {
+                let _ = write!(line, " invite into {}", text(&call["videochatId"]));
+            }
+            if let Some(ms) = call["inRoomMs"].as_i64() {
+                let _ = write!(line, " {} in the room", human_seconds(ms / 1000));
+            }
+            let _ = writeln!(
+                out,
+                "{} {}",
+                line.trim_end(),
+                text(&call["videochatRequestId"])
+            );
+        }
+        match page["next"].as_i64() {
+            Some(next) => {
+                let _ = write!(
+                    out,
+                    "older: {}",
+                    cx.suggest(&format!("calls --before {next}"))
+                );
+            }
+            None if page["calls"].as_array().is_none_or(Vec::is_empty) => {
+                out.push_str("no calls");
+            }
+            None => out.truncate(out.trim_end().len()),
+        }
+        out
+    });
+    Ok(EXIT_OK)
+}
+
+/// `42s`, `5m`, `3h`, `2d`.
+fn human_seconds(s: i64) -> String {
+    match s {
+        ..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
 }
 
 async fn merge(

@@ -1,6 +1,7 @@
 //! docs/asyncapi.yaml checked against real frames: a handshake through the real stack that
 //! sends every request type and draws every response, every event (each decline reason, a
-//! replay at connect, glare) and the error responses a client can provoke; each frame is
+//! replay at connect, glare), the push device frames, and the error responses a client can
+//! provoke; each frame is
 //! labelled with the message of the document it must be, and `docs/asyncapi/check-frames.mjs`
 //! (the AsyncAPI parser + ajv) validates it strictly against that message's payload schema.
 
@@ -233,6 +234,35 @@ async fn real_frames_match_the_asyncapi_document() {
         )
         .await;
 
+    // Alice's history: accepted, declined, cancelled and glare-accepted calls.
+    let page = capture
+        .request(
+            &mut alice,
+            "listCalls",
+            "listCallsResponse",
+            "videochat:listCalls",
+            json!({}),
+        )
+        .await;
+    assert!(ok(&page)["calls"].as_array().unwrap().len() >= 3, "{page}");
+    let page = capture
+        .request(
+            &mut bob,
+            "listCalls",
+            "listCallsResponse",
+            "videochat:listCalls",
+            json!({ "limit": 1, "before": 4_000_000_000_000i64 }),
+        )
+        .await;
+    assert!(ok(&page)["next"].is_i64(), "{page}");
+    capture
+        .raw(
+            &mut alice,
+            r#"{"type":"videochat:listCalls","data":{"limit":0},"event":{"id":"e-list"}}"#,
+            1002,
+        )
+        .await;
+
     // Every error a client can provoke (1003 and 1004 need a flood or a failure).
     capture.raw(&mut alice, "not json", 1000).await;
     capture
@@ -320,6 +350,35 @@ async fn real_frames_match_the_asyncapi_document() {
         )
         .await;
 
+    // Push devices (CONTRACT §6): registered, forgotten, and a register with a bad platform.
+    let registered = capture
+        .request(
+            &mut bob,
+            "registerPushDevice",
+            "registerPushDeviceResponse",
+            "videochat:registerPushDevice",
+            json!({ "platform": "fcm", "token": "fcm-token-1", "voip": false }),
+        )
+        .await;
+    assert_eq!(ok(&registered), json!({}));
+    let unregistered = capture
+        .request(
+            &mut bob,
+            "unregisterPushDevice",
+            "unregisterPushDeviceResponse",
+            "videochat:unregisterPushDevice",
+            json!({ "token": "fcm-token-1" }),
+        )
+        .await;
+    assert_eq!(ok(&unregistered), json!({}));
+    capture
+        .raw(
+            &mut bob,
+            r#"{"type":"videochat:registerPushDevice","data":{"platform":"sms","token":"t","voip":false},"event":{"id":"push-bad"}}"#,
+            1002,
+        )
+        .await;
+
     // A client resuming from a position never reached is sent a snapshot.
     let url = format!("{}?lastEventId=999999", app.ws_url());
     let mut resuming = Client::connect(&url, "alice", &TestApp::token("alice")).await;
@@ -341,6 +400,11 @@ async fn real_frames_match_the_asyncapi_document() {
         let ended = capture.event(client, DECLINED, "videochatDeclined").await;
         assert_eq!(ended["data"]["reason"], "timeout");
     }
+    // Bob's next socket is told of the call he missed.
+    bob.close().await;
+    let mut bob = quick.connect("bob").await;
+    let shown = capture.event(&mut bob, MISSED_CALLS, "missedCalls").await;
+    assert_eq!(shown["data"]["count"], 1);
     quick.stop().await;
     app.stop().await;
 

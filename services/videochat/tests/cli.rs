@@ -433,6 +433,34 @@ async fn accept_merge_invite_and_decline_as_one_shot_commands() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with(&format!("declined {invitation}")), "{out}");
     assert_eq!(alice.event(DECLINED).await["data"]["reason"], "declined");
+
+    // bob's history, from the command line: the merged call from carol, the accepted one from
+    // alice; pages of one point to the next.
+    let (code, out, err) = run(&app, &["--as", "bob", "calls"]).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].contains("from carol") && lines[0].contains("merged"),
+        "{out}"
+    );
+    assert!(lines[0].ends_with(second), "{out}");
+    assert!(
+        lines[1].contains("from alice") && lines[1].contains("accepted"),
+        "{out}"
+    );
+    let (code, out, err) = run(&app, &["--as", "bob", "calls", "--limit", "1"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .last()
+            .unwrap()
+            .starts_with("older: videochat client --as bob calls --before "),
+        "{out}"
+    );
+    let (code, _, err) = run(&app, &["--as", "bob", "calls", "--limit", "0"]).await;
+    assert_eq!(code, 1);
+    assert!(err.starts_with("error 1002"), "{err}");
     app.stop().await;
 }
 

@@ -334,6 +334,7 @@ impl Links {
                     missed: owed.missed,
                     resync: owed.resync,
                     code: 0,
+                    missed_calls: owed.missed_calls,
                 }
             })
             .collect())

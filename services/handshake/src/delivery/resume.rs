@@ -18,7 +18,7 @@ use videochat_proto::v1 as pb;
 
 use super::stored_to_pb;
 use crate::domain::UserId;
-use crate::grpc::convert::{ring_to_pb, snapshot_to_pb};
+use crate::grpc::convert::{missed_calls_to_pb, ring_to_pb, snapshot_to_pb};
 use crate::store::{EventRange, Registration, Store, StoreResult};
 
 /// The most events replayed to one socket; beyond, a snapshot is cheaper and clearer.
@@ -68,6 +68,8 @@ pub struct Owed {
     pub missed: Vec<pb::Event>,
     pub rings: Vec<pb::VideochatRequested>,
     pub resync: Option<pb::Resync>,
+    /// Calls the user missed since they last listed their calls (`videochat:missedCalls`).
+    pub missed_calls: Option<pb::MissedCalls>,
 }
 
 /// Works out what each socket is owed: one read of the outbox for the whole batch, and a
@@ -151,10 +153,20 @@ pub async fn owed(
         owed.push(Owed {
             missed,
             rings,
-            resync: None,
+            ..Owed::default()
         });
     }
     store.mark_seen(&seen).await?;
+    let mut users: Vec<UserId> = openings.iter().map(|o| o.user.clone()).collect();
+    users.sort_unstable();
+    users.dedup();
+    let missed_calls = store.missed_calls(&users, now_ms).await?;
+    for (opening, owed) in openings.iter().zip(owed.iter_mut()) {
+        owed.missed_calls = missed_calls
+            .iter()
+            .find(|(user, _, _)| user == opening.user)
+            .map(|(_, count, latest)| missed_calls_to_pb(*count, latest));
+    }
     Ok(owed)
 }
 

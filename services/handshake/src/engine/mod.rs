@@ -7,6 +7,7 @@
 //! new file and one registration in [`Engines::from_config`].
 
 pub mod agora;
+pub mod events;
 pub mod livekit;
 pub mod twilio;
 

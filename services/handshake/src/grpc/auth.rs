@@ -60,6 +60,14 @@ const GATEWAY_LINK: &str = "/videochat.handshake.v1.GatewayLink/";
 const USER_DIRECTORY: &str = "/videochat.handshake.v1.UserDirectory/";
 const HANDSHAKE: &str = "/videochat.handshake.v1.Handshake/";
 const CREATE_VIDEOCHAT: &str = "/videochat.handshake.v1.Handshake/CreateVideochat";
+const LIST_CALLS: &str = "/videochat.handshake.v1.Handshake/ListCalls";
+const ENGINE_EVENTS: &str = "/videochat.handshake.v1.EngineEvents/";
+const WEBHOOK_DELIVERIES: &str = "/videochat.handshake.v1.WebhookDeliveries/";
+/// Push devices: gateways register them for their users' sockets, services for anyone.
+const PUSH_DEVICES: [&str; 2] = [
+    "/videochat.handshake.v1.UserDirectory/RegisterPushDevice",
+    "/videochat.handshake.v1.UserDirectory/UnregisterPushDevice",
+];
 
 const GATEWAYS: &[Role] = &[Role::Gateway];
 const SERVICES: &[Role] = &[Role::Service];
@@ -111,8 +119,17 @@ impl Policy {
             Access::Open
         } else if path.starts_with(GATEWAY_LINK) {
             Access::Roles(GATEWAYS)
-        } else if path.starts_with(USER_DIRECTORY) || path == CREATE_VIDEOCHAT {
+        } else if PUSH_DEVICES.contains(&path) {
+            Access::Roles(BOTH)
+        } else if path.starts_with(USER_DIRECTORY)
+            || path == CREATE_VIDEOCHAT
+            || path.starts_with(WEBHOOK_DELIVERIES)
+        {
             Access::Roles(SERVICES)
+        } else if path == LIST_CALLS || path.starts_with(ENGINE_EVENTS) {
+            // History is read for users by gateways and by internal services; engine webhooks
+            // are signed by the engine, whoever forwards them.
+            Access::Roles(BOTH)
         } else if path.starts_with(HANDSHAKE) && !self.services_act_for_users {
             Access::Roles(GATEWAYS)
         } else {
@@ -172,6 +189,10 @@ fn service_label(path: &str) -> &'static str {
         "UserDirectory"
     } else if path.starts_with(HANDSHAKE) {
         "Handshake"
+    } else if path.starts_with(ENGINE_EVENTS) {
+        "EngineEvents"
+    } else if path.starts_with(WEBHOOK_DELIVERIES) {
+        "WebhookDeliveries"
     } else {
         "other"
     }
@@ -327,6 +348,31 @@ mod tests {
             policy.check(link, Some(b"gw-old")),
             Err(Refusal::Unauthenticated)
         );
+    }
+
+    #[test]
+    fn push_devices_admit_both_roles_and_webhook_admin_only_services() {
+        let policy = policy(TOKENS);
+        let register = "/videochat.handshake.v1.UserDirectory/RegisterPushDevice";
+        let admin = "/videochat.handshake.v1.WebhookDeliveries/RetryDeliveries";
+        assert_eq!(
+            policy.check(register, Some(b"Bearer gw-old")),
+            Ok(Some(Role::Gateway))
+        );
+        assert_eq!(
+            policy.check(register, Some(b"Bearer svc")),
+            Ok(Some(Role::Service))
+        );
+        assert_eq!(policy.check(register, None), Err(Refusal::Unauthenticated));
+        assert_eq!(
+            policy.check(admin, Some(b"Bearer svc")),
+            Ok(Some(Role::Service))
+        );
+        assert_eq!(
+            policy.check(admin, Some(b"Bearer gw-new")),
+            Err(Refusal::PermissionDenied(Role::Gateway))
+        );
+        assert_eq!(policy.check(admin, None), Err(Refusal::Unauthenticated));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 use tonic::Status;
 use videochat_proto::v1 as pb;
 
+use crate::history::CallEntry;
+
 use super::status::invalid;
 use crate::domain::{
     Avatar3D, Event, IdempotencyKey, InvalidId, JoinCredentials, Permissions, Ring, UserId,
@@ -207,5 +209,32 @@ pub(crate) fn snapshot_to_pb(snapshot: &Snapshot) -> pb::Resync {
                 counter: videochat.counter,
             })
             .collect(),
+    }
+}
+
+pub(crate) fn call_to_pb(call: &CallEntry) -> pb::CallEntry {
+    pb::CallEntry {
+        videochat_request_id: call.request_id.to_string(),
+        direction: call.direction.as_str().to_owned(),
+        user: Some(user_to_pb(&call.other)),
+        kind: call.kind.as_str().to_owned(),
+        outcome: call.outcome.as_str().to_owned(),
+        reason: call.outcome.reason().unwrap_or_default().to_owned(),
+        videochat_id: call
+            .videochat_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        requested_at: call.requested_at_ms,
+        answered_at: call.answered_at_ms,
+        ended_at: call.ended_at_ms,
+        in_room_ms: call.in_room_ms,
+    }
+}
+
+pub(crate) fn missed_calls_to_pb(count: u32, latest: &[CallEntry]) -> pb::MissedCalls {
+    pb::MissedCalls {
+        count,
+        latest: latest.iter().map(call_to_pb).collect(),
     }
 }

@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 use videochat_proto::v1 as pb;
 use videochat_proto::v1::handshake_server;
 
-use super::convert::{actor, credentials_to_pb, parse_id, ring_to_pb};
+use super::convert::{actor, call_to_pb, credentials_to_pb, parse_id, ring_to_pb};
 use super::status::invalid;
 use crate::domain::{RequestId, UserId, VideochatId, VideochatMode};
 use crate::engine::EngineKind;
@@ -199,6 +199,23 @@ impl handshake_server::Handshake for HandshakeApi {
             .await?;
         Ok(Response::new(pb::CreateVideochatResponse {
             credentials: Some(credentials_to_pb(&credentials)),
+        }))
+    }
+
+    async fn list_calls(
+        &self,
+        request: Request<pb::ListCallsRequest>,
+    ) -> Result<Response<pb::ListCallsResponse>, Status> {
+        let r = request.into_inner();
+        let user = parse_id("user_id", r.user_id, UserId::parse)?;
+        let page = self
+            .handshake
+            .list_calls(&user, r.before, r.limit, r.acknowledge)
+            .await?;
+        Ok(Response::new(pb::ListCallsResponse {
+            calls: page.calls.iter().map(call_to_pb).collect(),
+            next: page.next,
+            missed_count: page.missed_count,
         }))
     }
 }

@@ -4,11 +4,13 @@
 
 pub mod auth;
 pub(crate) mod convert;
+mod engine_events;
 mod gateway_link;
 mod handshake;
 mod observe;
 pub mod status;
 mod users;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,17 +20,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use videochat_proto::v1::{
-    FILE_DESCRIPTOR_SET, gateway_link_server::GatewayLinkServer, handshake_server::HandshakeServer,
-    user_directory_server::UserDirectoryServer,
+    FILE_DESCRIPTOR_SET, engine_events_server::EngineEventsServer,
+    gateway_link_server::GatewayLinkServer, handshake_server::HandshakeServer,
+    user_directory_server::UserDirectoryServer, webhook_deliveries_server::WebhookDeliveriesServer,
 };
 
 use crate::config::HandshakeConfig;
 use crate::delivery::link::Links;
 use crate::service::Handshake;
 
+pub use engine_events::EngineEventsApi;
 pub use gateway_link::GatewayLinkApi;
 pub use handshake::HandshakeApi;
 pub use users::UserDirectoryApi;
+pub use webhooks::WebhookDeliveriesApi;
 
 /// How the gRPC port admits callers: built from the configuration at start-up, so that a
 /// missing credential or an unreadable certificate stops the replica before it serves.
@@ -122,6 +127,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<GatewayLinkServer<GatewayLinkApi>>()
         .await;
+    health_reporter
+        .set_serving::<WebhookDeliveriesServer<WebhookDeliveriesApi>>()
+        .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -161,9 +169,15 @@ pub async fn serve(
         .add_service(UserDirectoryServer::new(UserDirectoryApi::new(
             handshake.clone(),
         )))
+        .add_service(EngineEventsServer::new(EngineEventsApi::new(
+            handshake.clone(),
+        )))
         .add_service(GatewayLinkServer::new(GatewayLinkApi::new(
             links,
             stream_shutdown,
+        )))
+        .add_service(WebhookDeliveriesServer::new(WebhookDeliveriesApi::new(
+            handshake.clone(),
         )))
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha);

@@ -15,6 +15,16 @@ use crate::error::{ErrorCode, HandshakeError};
 
 impl From<HandshakeError> for Status {
     fn from(error: HandshakeError) -> Self {
+        // Webhooks come over HTTP: the gateway turns these codes into 401, 400 and 404.
+        if let HandshakeError::Webhook(rejected) = &error {
+            use crate::engine::events::Rejected;
+            let message = rejected.to_string();
+            return match rejected {
+                Rejected::Unverified(_) => Status::unauthenticated(message),
+                Rejected::Malformed(_) => Status::invalid_argument(message),
+                Rejected::NoReceiver(_) => Status::unimplemented(message),
+            };
+        }
         let code = error.code();
         let grpc_code = match code {
             ErrorCode::InvalidData | ErrorCode::InvalidTarget => Code::InvalidArgument,

@@ -6,7 +6,7 @@ use videochat_proto::v1::user_directory_server;
 
 use super::convert::{parse_id, user_from_pb, user_to_pb};
 use super::status::invalid;
-use crate::domain::UserId;
+use crate::domain::{PushDevice, PushPlatform, PushToken, UserId};
 use crate::service::Handshake;
 
 pub struct UserDirectoryApi {
@@ -46,5 +46,34 @@ impl user_directory_server::UserDirectory for UserDirectoryApi {
             user: Some(user_to_pb(&user)),
             available,
         }))
+    }
+
+    async fn register_push_device(
+        &self,
+        request: Request<pb::RegisterPushDeviceRequest>,
+    ) -> Result<Response<pb::RegisterPushDeviceResponse>, Status> {
+        let r = request.into_inner();
+        let user = parse_id("user_id", r.user_id, UserId::parse)?;
+        let platform = PushPlatform::parse(&r.platform)
+            .ok_or_else(|| invalid("platform", "must be one of apns, fcm, webpush"))?;
+        let token = PushToken::parse(r.token).map_err(|e| invalid("token", e))?;
+        let device = PushDevice {
+            platform,
+            token,
+            voip: r.voip,
+        };
+        self.handshake.register_push_device(&user, &device).await?;
+        Ok(Response::new(pb::RegisterPushDeviceResponse {}))
+    }
+
+    async fn unregister_push_device(
+        &self,
+        request: Request<pb::UnregisterPushDeviceRequest>,
+    ) -> Result<Response<pb::UnregisterPushDeviceResponse>, Status> {
+        let r = request.into_inner();
+        let user = parse_id("user_id", r.user_id, UserId::parse)?;
+        let token = PushToken::parse(r.token).map_err(|e| invalid("token", e))?;
+        let removed = self.handshake.unregister_push_device(&user, &token).await?;
+        Ok(Response::new(pb::UnregisterPushDeviceResponse { removed }))
     }
 }

@@ -7,7 +7,9 @@
 //! same SQL runs on both backends. [`facts_from_rows`] turns the tagged rows back into [`Facts`].
 
 use crate::change::{Facts, IdempotencyRecord, RecordedOutcome};
-use crate::domain::{IdempotencyKey, UserId, VideochatRequest};
+use crate::domain::{
+    IdempotencyKey, PushDevice, PushPlatform, PushToken, UserId, VideochatRequest,
+};
 use crate::machine::{Command, INVITE_WINDOW_MS, MAX_RING_PARTICIPANTS};
 
 use super::rows::{participant_from_row, request_from_row, user_from_row, videochat_from_row};
@@ -59,21 +61,23 @@ macro_rules! request_fact {
 macro_rules! videochat_fact {
     () => {
         "SELECT 'videochat', id, mode, engine, room, shared_secret, NULL, NULL, created_at_ms, \
-         NULL, NULL FROM videochats"
+         ended_at_ms, NULL FROM videochats"
     };
 }
 
+/// A participant row; `b` is `'left'` when they left the room.
 macro_rules! member_fact {
     () => {
-        "SELECT 'member', user_id, NULL, NULL, NULL, NULL, NULL, NULL, uid, permissions, NULL \
-         FROM participants"
+        "SELECT 'member', user_id, CASE WHEN left_at_ms IS NULL THEN NULL ELSE 'left' END, \
+         NULL, NULL, NULL, NULL, NULL, uid, permissions, NULL FROM participants"
     };
 }
 
+/// How many are in the room now, and the highest `uid` ever given (those who left keep theirs).
 macro_rules! count_fact {
     () => {
-        "SELECT 'count', NULL, NULL, NULL, NULL, NULL, NULL, NULL, COUNT(*), MAX(uid), NULL \
-         FROM participants"
+        "SELECT 'count', NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+         SUM(CASE WHEN left_at_ms IS NULL THEN 1 ELSE 0 END), MAX(uid), NULL FROM participants"
     };
 }
 
@@ -94,6 +98,14 @@ macro_rules! outgoing_fact {
     };
 }
 
+/// The devices `$3` registered for push (the push hand-off, when `$3` has no live socket).
+macro_rules! devices_fact {
+    () => {
+        "SELECT 'device', platform, token, NULL, NULL, NULL, NULL, NULL, voip, NULL, NULL \
+         FROM push_devices WHERE user_id = $3"
+    };
+}
+
 /// `$1` actor, `$2` key, `$3` target, `$4` pair key, `$5` now.
 const REQUEST_DIRECT: &str = concat!(
     idempotency_fact!(),
@@ -107,6 +119,8 @@ const REQUEST_DIRECT: &str = concat!(
     available_fact!(),
     " UNION ALL ",
     outgoing_fact!(),
+    " UNION ALL ",
+    devices_fact!(),
 );
 
 /// `$1` actor, `$2` key, `$3` target, `$4` videochat, `$5` now, `$6` how many participants,
@@ -125,7 +139,8 @@ const INVITE: &str = concat!(
     " UNION ALL ",
     "SELECT 'participant', p.user_id, u.first_name, u.last_name, u.avatar, u.avatar_3d, \
      u.company_name, u.company_title, u.privacy_mode, p.uid, NULL \
-     FROM (SELECT user_id, uid FROM participants WHERE videochat_id = $4 ORDER BY uid LIMIT $6) p \
+     FROM (SELECT user_id, uid FROM participants WHERE videochat_id = $4 AND left_at_ms IS NULL \
+     ORDER BY uid LIMIT $6) p \
      LEFT JOIN users u ON u.id = p.user_id",
     " UNION ALL ",
     count_fact!(),
@@ -140,6 +155,8 @@ const INVITE: &str = concat!(
     " UNION ALL ",
     "SELECT 'invites', NULL, NULL, NULL, NULL, NULL, NULL, NULL, COUNT(*), NULL, NULL \
      FROM videochat_requests WHERE videochat_id = $4 AND kind = 'invite' AND created_at_ms > $7",
+    " UNION ALL ",
+    devices_fact!(),
 );
 
 /// `$1` actor, `$2` key, `$3` request.
@@ -168,6 +185,10 @@ const DECLINE: &str = concat!(
     " UNION ALL ",
     request_fact!(),
     " WHERE id = $3",
+    " UNION ALL ",
+    user_fact!(),
+    " WHERE id IN ((SELECT initiator_id FROM videochat_requests WHERE id = $3), \
+     (SELECT target_id FROM videochat_requests WHERE id = $3))",
 );
 
 /// `$1` actor, `$2` key, `$3` request, `$4` videochat.
@@ -231,6 +252,24 @@ pub(super) fn query(
         }
     };
     (sql, params)
+}
+
+fn device_from_row(
+    platform: Option<String>,
+    token: Option<String>,
+    voip: Option<i64>,
+) -> StoreResult<PushDevice> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: "push_devices",
+        detail,
+    };
+    let platform = platform.unwrap_or_default();
+    Ok(PushDevice {
+        platform: PushPlatform::parse(&platform)
+            .ok_or_else(|| corrupt(format!("unknown platform {platform:?}")))?,
+        token: PushToken::parse(token.unwrap_or_default()).map_err(|e| corrupt(e.to_string()))?,
+        voip: voip.unwrap_or_default() != 0,
+    })
 }
 
 fn count(n: Option<i64>) -> u32 {
@@ -307,9 +346,10 @@ pub(super) fn facts_from_rows(
                     d.unwrap_or_default(),
                     e.unwrap_or_default(),
                     n1.unwrap_or_default(),
+                    n2,
                 ))?)
             }
-            "member" => members.push((a.unwrap_or_default(), n1, n2)),
+            "member" => members.push((a.unwrap_or_default(), b.is_some(), n1, n2)),
             "count" => {
                 facts.participant_count = u32::try_from(n1.unwrap_or_default()).unwrap_or(u32::MAX);
                 facts.max_uid = u32::try_from(n2.unwrap_or_default()).unwrap_or(u32::MAX);
@@ -317,6 +357,7 @@ pub(super) fn facts_from_rows(
             "available" => facts.target_available = true,
             "outgoing" => facts.pending_outgoing = count(n1),
             "invites" => facts.recent_invites = count(n1),
+            "device" => facts.target_devices.push(device_from_row(a, b, n1)?),
             other => {
                 return Err(StoreError::Corrupt {
                     table: "facts",
@@ -328,17 +369,22 @@ pub(super) fn facts_from_rows(
     participants.sort_by_key(|(uid, _)| *uid);
     facts.participants = participants.into_iter().map(|(_, user)| user).collect();
     if let Some(videochat) = &facts.videochat {
-        for (user, uid, permissions) in members {
+        for (user, left, uid, permissions) in members {
             let user = UserId::parse(user).map_err(|e| StoreError::Corrupt {
                 table: "participants",
                 detail: e.to_string(),
             })?;
-            facts.members.push(participant_from_row(
+            let participant = participant_from_row(
                 &videochat.id,
                 &user,
                 uid.unwrap_or_default(),
                 permissions.unwrap_or_default(),
-            )?);
+            )?;
+            if left {
+                facts.former.push(participant);
+            } else {
+                facts.members.push(participant);
+            }
         }
     }
     Ok(facts)

@@ -14,10 +14,12 @@
 //! connection that commits concurrent writes together). The load queries are shared ([`facts`]);
 //! the behaviour tests run unchanged on both.
 
+mod calls;
 mod facts;
 pub(crate) mod postgres;
 mod rows;
 mod sqlite;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -32,8 +34,13 @@ use crate::domain::{
 use crate::machine::Command;
 
 pub use crate::change::{IdempotencyRecord, RecordedOutcome};
+pub use calls::RoomApplied;
+
+use crate::engine::events::RoomEvent;
+use crate::history::{CallEntry, CallPage};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use webhooks::{Outbound, WebhookStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -130,6 +137,8 @@ pub struct Write<'a> {
     pub record: Option<&'a IdempotencyRecord>,
     pub traceparent: &'a str,
     pub now_ms: i64,
+    /// Webhooks to send for the change, written in its transaction.
+    pub outbound: &'a Outbound,
 }
 
 /// An event read back from the outbox.
@@ -214,7 +223,7 @@ pub struct VideochatSummary {
 
 /// The database.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: WebhookStore + Send + Sync + 'static {
     /// Everything `command` needs to be decided for `actor`, in one query.
     async fn load(
         &self,
@@ -300,8 +309,41 @@ pub trait Store: Send + Sync + 'static {
     /// The profile, and whether the user is reachable now.
     async fn user(&self, id: &UserId, now_ms: i64) -> StoreResult<Option<(UserProfile, bool)>>;
 
-    /// Deletes outbox events and idempotency records created before the given instants.
-    async fn prune(&self, events_before_ms: i64, idempotency_before_ms: i64) -> StoreResult<u64>;
+    /// Deletes outbox events, idempotency records and (ended) rings created before the given
+    /// instants; rings are the call history.
+    async fn prune(
+        &self,
+        events_before_ms: i64,
+        idempotency_before_ms: i64,
+        history_before_ms: i64,
+    ) -> StoreResult<u64>;
+
+    /// Applies what a media engine reported about a room: a participant joined or left (late
+    /// and repeated reports change nothing), or the room finished (the videochat ends and
+    /// everyone is out).
+    async fn apply_room_event(&self, event: &RoomEvent) -> StoreResult<RoomApplied>;
+
+    /// Invites into the videochat still ringing.
+    async fn pending_invites(&self, videochat: &VideochatId) -> StoreResult<Vec<VideochatRequest>>;
+
+    /// A page of the user's calls before `before`, newest first, with how many calls they
+    /// missed since they last listed; with `acknowledge`, this listing becomes the last.
+    async fn list_calls(
+        &self,
+        user: &UserId,
+        before: Option<i64>,
+        limit: u32,
+        acknowledge: bool,
+        now_ms: i64,
+    ) -> StoreResult<CallPage>;
+
+    /// For each user who missed calls since they last listed: how many, and the newest few.
+    /// Users who missed none are left out.
+    async fn missed_calls(
+        &self,
+        users: &[UserId],
+        now_ms: i64,
+    ) -> StoreResult<Vec<(UserId, u32, Vec<CallEntry>)>>;
 
     /// Changes when another replica announced new events (Postgres LISTEN); followers read then.
     fn outbox_signal(&self) -> watch::Receiver<u64>;
@@ -329,17 +371,18 @@ where
         "SELECT p.user_id, COALESCE(u.first_name, ''), COALESCE(u.last_name, ''), COALESCE(u.privacy_mode, 0), \
          COALESCE(u.avatar, ''), u.avatar_3d, COALESCE(u.company_name, ''), COALESCE(u.company_title, '') \
          FROM participants p LEFT JOIN users u ON u.id = p.user_id \
-         WHERE p.videochat_id = $1 ORDER BY p.uid LIMIT $2",
+         WHERE p.videochat_id = $1 AND p.left_at_ms IS NULL ORDER BY p.uid LIMIT $2",
     )
     .bind(videochat)
     .bind(crate::machine::MAX_RING_PARTICIPANTS)
     .fetch_all(pool)
     .await?;
-    let (count,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM participants WHERE videochat_id = $1")
-            .bind(videochat)
-            .fetch_one(pool)
-            .await?;
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM participants WHERE videochat_id = $1 AND left_at_ms IS NULL",
+    )
+    .bind(videochat)
+    .fetch_one(pool)
+    .await?;
     Ok((
         people
             .into_iter()
@@ -381,7 +424,8 @@ where
     .await?;
     let videochats: Vec<(String,)> = sqlx::query_as(
         "SELECT v.id FROM participants p JOIN videochats v ON v.id = p.videochat_id \
-         WHERE p.user_id = $1 ORDER BY v.created_at_ms DESC, v.id LIMIT $2",
+         WHERE p.user_id = $1 AND p.left_at_ms IS NULL AND v.ended_at_ms IS NULL \
+         ORDER BY v.created_at_ms DESC, v.id LIMIT $2",
     )
     .bind(user.as_str())
     .bind(SNAPSHOT_VIDEOCHATS)
@@ -470,6 +514,20 @@ pub(crate) fn registrations(
                     .map(|(_, ring)| ring.clone())
                     .collect(),
             }
+        })
+        .collect()
+}
+
+/// The users with missed calls among `(user, count)` rows, with their counts.
+pub(crate) fn missed_counts(counts: Vec<(String, i64)>) -> StoreResult<Vec<(UserId, u32)>> {
+    counts
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(user, count)| {
+            Ok((
+                rows::user_id(user)?,
+                u32::try_from(count).unwrap_or(u32::MAX),
+            ))
         })
         .collect()
 }

@@ -110,9 +110,9 @@ pub(super) fn participant_from_row(
 }
 
 pub(super) fn videochat_from_row(
-    row: (String, String, String, String, String, i64),
+    row: (String, String, String, String, String, i64, Option<i64>),
 ) -> StoreResult<crate::domain::Videochat> {
-    let (id, mode, engine, room, shared_secret, created_at_ms) = row;
+    let (id, mode, engine, room, shared_secret, created_at_ms, ended_at_ms) = row;
     Ok(crate::domain::Videochat {
         id: id.try_into().map_err(|e| corrupt("videochats", e))?,
         mode: VideochatMode::parse(&mode).ok_or_else(|| corrupt("videochats", &mode))?,
@@ -120,6 +120,7 @@ pub(super) fn videochat_from_row(
         room,
         shared_secret,
         created_at_ms,
+        ended_at_ms,
     })
 }
 
@@ -165,4 +166,8 @@ pub(super) fn outgoing_from_row(row: OutgoingRow) -> StoreResult<super::Outgoing
 
 pub(super) fn videochat_id(id: String) -> StoreResult<VideochatId> {
     id.try_into().map_err(|e| corrupt("videochats", e))
+}
+
+pub(super) fn user_id(id: String) -> StoreResult<UserId> {
+    id.try_into().map_err(|e| corrupt("users", e))
 }

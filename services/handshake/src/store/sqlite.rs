@@ -20,6 +20,7 @@ use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{Mutex, Notify, oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::calls::{self, RoomApplied};
 use super::facts::{self, FactRow, Param};
 use super::rows::{RequestRow, UserRow, avatar_3d_json, requests_from_rows, user_from_row};
 use super::{
@@ -28,9 +29,14 @@ use super::{
 };
 use crate::change::{Change, Facts};
 use crate::domain::{
-    ConnectionId, GatewayId, IdempotencyKey, Ring, UserId, UserProfile, VideochatRequest,
+    ConnectionId, GatewayId, IdempotencyKey, Ring, UserId, UserProfile, VideochatId,
+    VideochatRequest,
 };
+use crate::engine::events::RoomEvent;
+use crate::history::{CallEntry, CallPage};
 use crate::machine::Command;
+
+mod webhooks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -59,6 +65,7 @@ struct Waiting {
     record: Option<IdempotencyRecord>,
     traceparent: String,
     now_ms: i64,
+    outbound: super::Outbound,
     done: oneshot::Sender<StoreResult<Vec<u64>>>,
 }
 
@@ -209,8 +216,8 @@ async fn write_one(
     }
     if let Some(r) = &change.new_request {
         sqlx::query(
-            "INSERT INTO videochat_requests (id, kind, initiator_id, target_id, videochat_id, engine, status, pair_key, created_at_ms, expires_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9)",
+            "INSERT INTO videochat_requests (id, kind, initiator_id, target_id, videochat_id, engine, status, pair_key, created_at_ms, expires_at_ms, push_handoff_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10)",
         )
         .bind(r.id.as_str())
         .bind(r.kind.as_str())
@@ -221,6 +228,7 @@ async fn write_one(
         .bind(VideochatRequest::pair_key(&r.initiator, &r.target))
         .bind(r.created_at_ms)
         .bind(r.expires_at_ms)
+        .bind(write.outbound.push_handoff.then_some(now))
         .execute(&mut *connection)
         .await?;
     }
@@ -246,6 +254,27 @@ async fn write_one(
         .bind(i64::from(p.uid))
         .bind(p.permissions.to_bits())
         .bind(now)
+        .execute(&mut *connection)
+        .await?;
+    }
+    // After the videochat's row exists (the ring's column references it).
+    if let Some((request, videochat)) = change
+        .finish
+        .as_ref()
+        .and_then(|f| Some((&f.request, f.videochat.as_ref()?)))
+    {
+        sqlx::query("UPDATE videochat_requests SET videochat_id = $2 WHERE id = $1")
+            .bind(request.as_str())
+            .bind(videochat.as_str())
+            .execute(&mut *connection)
+            .await?;
+    }
+    for p in &change.rejoined {
+        sqlx::query(
+            "UPDATE participants SET left_at_ms = NULL WHERE videochat_id = $1 AND user_id = $2",
+        )
+        .bind(p.videochat_id.as_str())
+        .bind(p.user_id.as_str())
         .execute(&mut *connection)
         .await?;
     }
@@ -289,8 +318,9 @@ async fn write_one(
         .await?;
     }
     if let Some(record) = &write.record {
-        insert_record(connection, record).await?;
+        insert_record(&mut *connection, record).await?;
     }
+    webhooks::insert_deliveries(connection, &write.outbound.deliveries, now).await?;
     Ok(positions)
 }
 
@@ -419,6 +449,7 @@ impl Store for SqliteStore {
             record: write.record.cloned(),
             traceparent: write.traceparent.to_owned(),
             now_ms: write.now_ms,
+            outbound: write.outbound.clone(),
             done,
         });
         self.writer.wake.notify_one();
@@ -767,7 +798,12 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn prune(&self, events_before_ms: i64, idempotency_before_ms: i64) -> StoreResult<u64> {
+    async fn prune(
+        &self,
+        events_before_ms: i64,
+        idempotency_before_ms: i64,
+        history_before_ms: i64,
+    ) -> StoreResult<u64> {
         let mut connection = self.writer.connection.lock().await;
         let events = sqlx::query("DELETE FROM outbox_events WHERE created_at_ms < $1")
             .bind(events_before_ms)
@@ -777,7 +813,114 @@ impl Store for SqliteStore {
             .bind(idempotency_before_ms)
             .execute(&mut *connection)
             .await?;
-        Ok(events.rows_affected() + records.rows_affected())
+        let rings = sqlx::query(calls::PRUNE_HISTORY)
+            .bind(history_before_ms)
+            .execute(&mut *connection)
+            .await?;
+        Ok(events.rows_affected() + records.rows_affected() + rings.rows_affected())
+    }
+
+    async fn apply_room_event(&self, event: &RoomEvent) -> StoreResult<RoomApplied> {
+        let mut connection = self.writer.connection.lock().await;
+        let mut tx = Connection::begin(&mut *connection).await?;
+        let found: Option<(String, Option<i64>)> = sqlx::query_as(calls::FIND_VIDEOCHAT)
+            .bind(&event.room)
+            .bind(event.engine.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((id, ended)) = found else {
+            return Ok(RoomApplied::UnknownRoom);
+        };
+        if ended.is_some() {
+            return Ok(RoomApplied::Over);
+        }
+        let videochat = super::rows::videochat_id(id)?;
+        let applied = match calls::presence_statement(event) {
+            Some((statement, user)) => {
+                let done = sqlx::query(statement)
+                    .bind(videochat.as_str())
+                    .bind(user.as_str())
+                    .bind(event.at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(RoomApplied::Unchanged);
+                }
+                RoomApplied::Applied {
+                    videochat,
+                    finished: false,
+                }
+            }
+            None => {
+                sqlx::query(calls::END_VIDEOCHAT)
+                    .bind(videochat.as_str())
+                    .bind(event.at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(calls::EVERYONE_OUT)
+                    .bind(videochat.as_str())
+                    .bind(event.at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                RoomApplied::Applied {
+                    videochat,
+                    finished: true,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn pending_invites(&self, videochat: &VideochatId) -> StoreResult<Vec<VideochatRequest>> {
+        let rows: Vec<RequestRow> = sqlx::query_as(calls::PENDING_INVITES)
+            .bind(videochat.as_str())
+            .fetch_all(&self.readers)
+            .await?;
+        requests_from_rows(rows)
+    }
+
+    async fn list_calls(
+        &self,
+        user: &UserId,
+        before: Option<i64>,
+        limit: u32,
+        acknowledge: bool,
+        now_ms: i64,
+    ) -> StoreResult<CallPage> {
+        let page = calls::read_page(&self.readers, user, before, limit, now_ms).await?;
+        if acknowledge {
+            let mut connection = self.writer.connection.lock().await;
+            sqlx::query(calls::ACKNOWLEDGE)
+                .bind(user.as_str())
+                .bind(now_ms)
+                .execute(&mut *connection)
+                .await?;
+        }
+        Ok(page)
+    }
+
+    async fn missed_calls(
+        &self,
+        users: &[UserId],
+        now_ms: i64,
+    ) -> StoreResult<Vec<(UserId, u32, Vec<CallEntry>)>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids =
+            serde_json::Value::Array(users.iter().map(|u| u.as_str().into()).collect()).to_string();
+        let counts: Vec<(String, i64)> = sqlx::query_as(calls::MISSED_COUNTS_SQLITE)
+            .bind(ids)
+            .fetch_all(&self.readers)
+            .await?;
+        // One read per user who missed calls: rare when a socket connects.
+        let mut out = Vec::new();
+        for (user, count) in super::missed_counts(counts)? {
+            let latest = calls::read_latest_missed(&self.readers, &user, now_ms).await?;
+            out.push((user, count, latest));
+        }
+        Ok(out)
     }
 
     fn outbox_signal(&self) -> watch::Receiver<u64> {

@@ -37,7 +37,15 @@ pub const DIRECT_ACCEPTED: &str = "videochat:directVideochatRequestAccepted";
 pub const ACCEPTED: &str = "videochat:videochatAccepted";
 pub const DECLINED: &str = "videochat:videochatDeclined";
 pub const RESYNC: &str = "videochat:resync";
-const EVENT_TYPES: [&str; 5] = [REQUESTED, DIRECT_ACCEPTED, ACCEPTED, DECLINED, RESYNC];
+pub const MISSED_CALLS: &str = "videochat:missedCalls";
+const EVENT_TYPES: [&str; 6] = [
+    REQUESTED,
+    DIRECT_ACCEPTED,
+    ACCEPTED,
+    DECLINED,
+    RESYNC,
+    MISSED_CALLS,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -114,7 +122,12 @@ pub struct TestDb {
 
 enum Cleanup {
     Dir(PathBuf),
-    Postgres { admin_url: String, name: String },
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
+    /// Another handle cleans up (see [`TestDb::take`]).
+    None,
 }
 
 pub fn postgres_admin_url() -> String {
@@ -160,9 +173,21 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// A handle that now owns the database's cleanup; this one cleans nothing. The database
+    /// then outlives the app that made it, so a restart test can start another app on it.
+    pub fn take(&mut self) -> TestDb {
+        TestDb {
+            url: self.url.clone(),
+            cleanup: std::mem::replace(&mut self.cleanup, Cleanup::None),
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         match &self.cleanup {
+            Cleanup::None => {}
             Cleanup::Dir(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
@@ -209,7 +234,14 @@ impl TestApp {
         backend: Backend,
         adjust: impl FnOnce(&mut GatewayConfig, &mut HandshakeConfig),
     ) -> Self {
-        let db = TestDb::new(backend).await;
+        Self::spawn_on(TestDb::new(backend).await, adjust).await
+    }
+
+    /// The stack on an existing database (e.g. one an earlier app used: a restart).
+    pub async fn spawn_on(
+        db: TestDb,
+        adjust: impl FnOnce(&mut GatewayConfig, &mut HandshakeConfig),
+    ) -> Self {
         let (mut gateway, mut handshake) = configs();
         handshake.database_url = db.url.clone();
         adjust(&mut gateway, &mut handshake);
@@ -348,6 +380,41 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, St
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Some((status, body))
+}
+
+/// Plain HTTP request over a TCP socket with extra headers and a body; returns status and body.
+pub async fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("gateway reachable");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -586,9 +653,13 @@ pub fn python_venv(dir: &str) -> (PathBuf, PathBuf) {
     let python = venv.join("bin/python");
     let stamp = venv.join("requirements.installed");
     let requirements = std::fs::read_to_string(here.join("requirements.txt")).unwrap();
+    // Tests run in parallel threads and several test binaries may want the same venv at once:
+    // an exclusive file lock makes one of them build it while the others wait and then reuse it.
+    let lock = std::fs::File::create(venv.with_extension("lock")).unwrap();
+    lock.lock().unwrap();
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(requirements.as_str()) {
         let status = std::process::Command::new("python3")
-            .args(["-m", "venv"])
+            .args(["-m", "venv", "--clear"])
             .arg(&venv)
             .status();
         assert!(
@@ -613,6 +684,7 @@ pub fn python_venv(dir: &str) -> (PathBuf, PathBuf) {
         );
         std::fs::write(&stamp, requirements).unwrap();
     }
+    drop(lock);
     (python, here)
 }
 

@@ -20,7 +20,7 @@ use super::Announce;
 use super::batch::Run;
 use crate::change::{Change, IdempotencyRecord, RecordedOutcome};
 use crate::domain::VideochatRequest;
-use crate::store::{NewEvent, StoreError, StoreResult};
+use crate::store::{NewEvent, Outbound, StoreError, StoreResult};
 
 /// One operation's write.
 pub(in crate::store) struct ApplyJob {
@@ -29,22 +29,28 @@ pub(in crate::store) struct ApplyJob {
     pub record: Option<IdempotencyRecord>,
     pub traceparent: String,
     pub now_ms: i64,
+    pub outbound: Outbound,
 }
 
-const APPLY: &str = "WITH
+/// The statement's CTEs but the webhooks' (below).
+macro_rules! apply_ctes {
+    () => {
+        "WITH
 fin AS (
-    UPDATE videochat_requests r SET status = f.status, answered_at_ms = f.now
-    FROM UNNEST($2::int[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) AS f(op, id, status, at, now)
+    UPDATE videochat_requests r SET status = f.status, answered_at_ms = f.now,
+        videochat_id = COALESCE(f.videochat, r.videochat_id)
+    FROM UNNEST($2::int[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $45::text[])
+        AS f(op, id, status, at, now, videochat)
     WHERE r.id = f.id AND r.status = 'pending' AND (f.at IS NULL OR r.expires_at_ms > f.at)
     RETURNING f.op),
 ok AS (
     SELECT o.op FROM UNNEST($1::int[]) AS o(op)
     WHERE o.op IN (SELECT op FROM fin) OR NOT (o.op = ANY($2::int[]))),
 new_request AS (
-    INSERT INTO videochat_requests (id, kind, initiator_id, target_id, videochat_id, engine, status, pair_key, created_at_ms, expires_at_ms)
-    SELECT r.id, r.kind, r.initiator, r.target, r.videochat, r.engine, 'pending', r.pair_key, r.created, r.expires
-    FROM UNNEST($7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bigint[])
-        AS r(op, id, kind, initiator, target, videochat, engine, pair_key, created, expires)
+    INSERT INTO videochat_requests (id, kind, initiator_id, target_id, videochat_id, engine, status, pair_key, created_at_ms, expires_at_ms, push_handoff_at_ms)
+    SELECT r.id, r.kind, r.initiator, r.target, r.videochat, r.engine, 'pending', r.pair_key, r.created, r.expires, r.pushed
+    FROM UNNEST($7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bigint[], $44::bigint[])
+        AS r(op, id, kind, initiator, target, videochat, engine, pair_key, created, expires, pushed)
     WHERE r.op IN (SELECT op FROM ok)),
 new_videochat AS (
     INSERT INTO videochats (id, mode, engine, room, shared_secret, created_at_ms)
@@ -58,6 +64,10 @@ new_participants AS (
     FROM UNNEST($24::int[], $25::text[], $26::text[], $27::bigint[], $28::bigint[], $29::bigint[])
         AS p(op, videochat, user_id, uid, permissions, now)
     WHERE p.op IN (SELECT op FROM ok)),
+rejoined AS (
+    UPDATE participants p SET left_at_ms = NULL
+    FROM UNNEST($46::int[], $47::text[], $48::text[]) AS j(op, videochat, user_id)
+    WHERE p.videochat_id = j.videochat AND p.user_id = j.user_id AND j.op IN (SELECT op FROM ok)),
 events AS (
     SELECT e.*,
            ROW_NUMBER() OVER (PARTITION BY e.recipient ORDER BY e.op, e.idx) AS k,
@@ -79,10 +89,40 @@ record AS (
     SELECT i.user_id, i.key, i.operation, i.reply, i.now
     FROM UNNEST($37::int[], $38::text[], $39::text[], $40::text[], $41::bytea[], $42::bigint[])
         AS i(op, user_id, key, operation, reply, now)
-    WHERE i.op IN (SELECT op FROM ok))
+    WHERE i.op IN (SELECT op FROM ok))"
+    };
+}
+
+/// What the statement returns: the operations whose guard held, and their events' positions.
+macro_rules! apply_result {
+    () => {
+        "
 SELECT o.op, -1, 0::bigint FROM ok o
 UNION ALL
-SELECT e.op, e.idx::int, b.last_seq - e.n + e.k FROM events e JOIN mailbox b ON b.user_id = e.recipient";
+SELECT e.op, e.idx::int, b.last_seq - e.n + e.k FROM events e JOIN mailbox b ON b.user_id = e.recipient"
+    };
+}
+
+/// Webhook deliveries of the batch (docs/webhooks.md), kept like every insert only for the
+/// operations in `ok`; a `push.cancel` only if its ring was handed to push.
+macro_rules! webhooks_cte {
+    () => {
+        ",
+webhooks AS (
+    INSERT INTO webhook_deliveries (id, endpoint, event_type, payload, created_at_ms, next_attempt_at_ms, attempts, status)
+    SELECT w.id, w.endpoint, w.event_type, w.payload, w.now, w.next, w.attempts, 'pending'
+    FROM UNNEST($49::int[], $50::text[], $51::text[], $52::text[], $53::text[], $54::text[], $55::bigint[], $56::bigint[], $57::bigint[])
+        AS w(op, id, endpoint, event_type, payload, if_pushed, now, next, attempts)
+    WHERE w.op IN (SELECT op FROM ok)
+      AND (w.if_pushed IS NULL OR EXISTS (SELECT 1 FROM videochat_requests q
+           WHERE q.id = w.if_pushed AND q.push_handoff_at_ms IS NOT NULL)))"
+    };
+}
+
+const APPLY: &str = concat!(apply_ctes!(), apply_result!());
+/// The same with the webhook deliveries' insert: used only by batches that have some, so a
+/// deployment without webhooks pays nothing for them.
+const APPLY_WITH_WEBHOOKS: &str = concat!(apply_ctes!(), webhooks_cte!(), apply_result!());
 
 /// Runs batches of writes on the pool.
 pub(in crate::store) struct Applies {
@@ -133,6 +173,7 @@ struct Columns<'a> {
     f_status: Vec<&'a str>,
     f_at: Vec<Option<i64>>,
     f_now: Vec<i64>,
+    f_videochat: Vec<Option<&'a str>>,
     r_op: Vec<i32>,
     r_id: Vec<&'a str>,
     r_kind: Vec<&'a str>,
@@ -143,6 +184,7 @@ struct Columns<'a> {
     r_pair: Vec<String>,
     r_created: Vec<i64>,
     r_expires: Vec<i64>,
+    r_pushed: Vec<Option<i64>>,
     v_op: Vec<i32>,
     v_id: Vec<&'a str>,
     v_mode: Vec<&'a str>,
@@ -156,6 +198,9 @@ struct Columns<'a> {
     p_uid: Vec<i64>,
     p_permissions: Vec<i64>,
     p_now: Vec<i64>,
+    j_op: Vec<i32>,
+    j_videochat: Vec<&'a str>,
+    j_user: Vec<&'a str>,
     e_op: Vec<i32>,
     e_idx: Vec<i32>,
     e_recipient: Vec<&'a str>,
@@ -169,6 +214,38 @@ struct Columns<'a> {
     i_operation: Vec<&'a str>,
     i_reply: Vec<&'a [u8]>,
     i_now: Vec<i64>,
+    w: WebhookColumns<'a>,
+}
+
+/// Column arrays of the batch's webhook deliveries.
+#[derive(Default)]
+struct WebhookColumns<'a> {
+    op: Vec<i32>,
+    id: Vec<&'a str>,
+    endpoint: Vec<&'a str>,
+    event_type: Vec<&'a str>,
+    payload: Vec<&'a str>,
+    if_pushed: Vec<Option<&'a str>>,
+    now: Vec<i64>,
+    next: Vec<i64>,
+    attempts: Vec<i64>,
+}
+
+impl<'a> WebhookColumns<'a> {
+    fn add(&mut self, op: i32, job: &'a ApplyJob) {
+        for d in &job.outbound.deliveries {
+            self.op.push(op);
+            self.id.push(d.id.as_str());
+            self.endpoint.push(d.endpoint.as_str());
+            self.event_type.push(d.event_type);
+            self.payload.push(d.payload.as_str());
+            self.if_pushed
+                .push(d.only_if_pushed.as_ref().map(|r| r.as_str()));
+            self.now.push(job.now_ms);
+            self.next.push(d.leased_until_ms.unwrap_or(job.now_ms));
+            self.attempts.push(i64::from(d.leased_until_ms.is_some()));
+        }
+    }
 }
 
 impl<'a> Columns<'a> {
@@ -182,6 +259,8 @@ impl<'a> Columns<'a> {
             self.f_status.push(finish.status.as_str());
             self.f_at.push(finish.ringing_at);
             self.f_now.push(now);
+            self.f_videochat
+                .push(finish.videochat.as_ref().map(|v| v.as_str()));
         }
         if let Some(r) = &change.new_request {
             self.r_op.push(op);
@@ -196,6 +275,8 @@ impl<'a> Columns<'a> {
                 .push(VideochatRequest::pair_key(&r.initiator, &r.target));
             self.r_created.push(r.created_at_ms);
             self.r_expires.push(r.expires_at_ms);
+            self.r_pushed
+                .push(job.outbound.push_handoff.then_some(job.now_ms));
         }
         if let Some(v) = &change.new_videochat {
             self.v_op.push(op);
@@ -213,6 +294,11 @@ impl<'a> Columns<'a> {
             self.p_uid.push(i64::from(p.uid));
             self.p_permissions.push(p.permissions.to_bits());
             self.p_now.push(now);
+        }
+        for p in &change.rejoined {
+            self.j_op.push(op);
+            self.j_videochat.push(p.videochat_id.as_str());
+            self.j_user.push(p.user_id.as_str());
         }
         for (idx, event) in job.events.iter().enumerate() {
             self.e_op.push(op);
@@ -238,6 +324,7 @@ impl<'a> Columns<'a> {
             self.i_reply.push(reply.as_slice());
             self.i_now.push(now);
         }
+        self.w.add(op, job);
     }
 }
 
@@ -248,52 +335,75 @@ impl Applies {
         for (op, job) in jobs.iter().enumerate() {
             c.add(i32::try_from(op).unwrap_or(i32::MAX), job);
         }
-        let rows: Vec<(i32, i32, i64)> = sqlx::query_as(APPLY)
-            .bind(&c.ops)
-            .bind(&c.f_op)
-            .bind(&c.f_id)
-            .bind(&c.f_status)
-            .bind(&c.f_at)
-            .bind(&c.f_now)
-            .bind(&c.r_op)
-            .bind(&c.r_id)
-            .bind(&c.r_kind)
-            .bind(&c.r_initiator)
-            .bind(&c.r_target)
-            .bind(&c.r_videochat)
-            .bind(&c.r_engine)
-            .bind(&c.r_pair)
-            .bind(&c.r_created)
-            .bind(&c.r_expires)
-            .bind(&c.v_op)
-            .bind(&c.v_id)
-            .bind(&c.v_mode)
-            .bind(&c.v_engine)
-            .bind(&c.v_room)
-            .bind(&c.v_secret)
-            .bind(&c.v_now)
-            .bind(&c.p_op)
-            .bind(&c.p_videochat)
-            .bind(&c.p_user)
-            .bind(&c.p_uid)
-            .bind(&c.p_permissions)
-            .bind(&c.p_now)
-            .bind(&c.e_op)
-            .bind(&c.e_idx)
-            .bind(&c.e_recipient)
-            .bind(&c.e_kind)
-            .bind(&c.e_payload)
-            .bind(&c.e_traceparent)
-            .bind(&c.e_now)
-            .bind(&c.i_op)
-            .bind(&c.i_user)
-            .bind(&c.i_key)
-            .bind(&c.i_operation)
-            .bind(&c.i_reply)
-            .bind(&c.i_now)
-            .bind(&self.origin)
-            .fetch_all(&self.pool)
-            .await?;
+        let with_webhooks = !c.w.op.is_empty();
+        let query = sqlx::query_as(if with_webhooks {
+            APPLY_WITH_WEBHOOKS
+        } else {
+            APPLY
+        })
+        .bind(&c.ops)
+        .bind(&c.f_op)
+        .bind(&c.f_id)
+        .bind(&c.f_status)
+        .bind(&c.f_at)
+        .bind(&c.f_now)
+        .bind(&c.r_op)
+        .bind(&c.r_id)
+        .bind(&c.r_kind)
+        .bind(&c.r_initiator)
+        .bind(&c.r_target)
+        .bind(&c.r_videochat)
+        .bind(&c.r_engine)
+        .bind(&c.r_pair)
+        .bind(&c.r_created)
+        .bind(&c.r_expires)
+        .bind(&c.v_op)
+        .bind(&c.v_id)
+        .bind(&c.v_mode)
+        .bind(&c.v_engine)
+        .bind(&c.v_room)
+        .bind(&c.v_secret)
+        .bind(&c.v_now)
+        .bind(&c.p_op)
+        .bind(&c.p_videochat)
+        .bind(&c.p_user)
+        .bind(&c.p_uid)
+        .bind(&c.p_permissions)
+        .bind(&c.p_now)
+        .bind(&c.e_op)
+        .bind(&c.e_idx)
+        .bind(&c.e_recipient)
+        .bind(&c.e_kind)
+        .bind(&c.e_payload)
+        .bind(&c.e_traceparent)
+        .bind(&c.e_now)
+        .bind(&c.i_op)
+        .bind(&c.i_user)
+        .bind(&c.i_key)
+        .bind(&c.i_operation)
+        .bind(&c.i_reply)
+        .bind(&c.i_now)
+        .bind(&self.origin)
+        .bind(&c.r_pushed)
+        .bind(&c.f_videochat)
+        .bind(&c.j_op)
+        .bind(&c.j_videochat)
+        .bind(&c.j_user);
+        let query = if with_webhooks {
+            query
+                .bind(&c.w.op)
+                .bind(&c.w.id)
+                .bind(&c.w.endpoint)
+                .bind(&c.w.event_type)
+                .bind(&c.w.payload)
+                .bind(&c.w.if_pushed)
+                .bind(&c.w.now)
+                .bind(&c.w.next)
+                .bind(&c.w.attempts)
+        } else {
+            query
+        };
+        let rows: Vec<(i32, i32, i64)> = query.fetch_all(&self.pool).await?;
         let mut ok = vec![false; jobs.len()];
         let mut positions: Vec<Vec<u64>> = jobs.iter().map(|j| vec![0; j.events.len()]).collect();
         for (op, idx, seq) in rows {

@@ -67,13 +67,14 @@ macro_rules! request_columns {
 macro_rules! videochat_columns {
     () => {
         "'videochat', c.id, c.mode, c.engine, c.room, c.shared_secret, NULL, NULL, \
-         c.created_at_ms, NULL, NULL"
+         c.created_at_ms, c.ended_at_ms, NULL"
     };
 }
 
 macro_rules! member_columns {
     () => {
-        "'member', p.user_id, NULL, NULL, NULL, NULL, NULL, NULL, p.uid, p.permissions, NULL"
+        "'member', p.user_id, CASE WHEN p.left_at_ms IS NULL THEN NULL ELSE 'left' END, NULL, NULL, \
+         NULL, NULL, NULL, p.uid, p.permissions, NULL"
     };
 }
 
@@ -93,6 +94,14 @@ macro_rules! outgoing_of_q {
     };
 }
 
+/// The devices each operation's target registered for push (the push hand-off).
+macro_rules! devices_of_q {
+    () => {
+        "SELECT q.op, 'device', d.platform, d.token, NULL, NULL, NULL, NULL, NULL, d.voip, NULL, NULL \
+         FROM q JOIN push_devices d ON d.user_id = q.target"
+    };
+}
+
 /// `$1` ops, `$2` actors, `$3` keys, `$4` targets, `$5` pair keys, `$6` now.
 const REQUEST_DIRECT: &str = concat!(
     "WITH q AS (SELECT * FROM UNNEST($1::int[], $2::text[], $3::text[], $4::text[], $5::text[]) \
@@ -109,6 +118,8 @@ const REQUEST_DIRECT: &str = concat!(
                    WHERE c.user_id = q.target AND g.lease_expires_at_ms > $6)",
     " UNION ALL ",
     outgoing_of_q!(),
+    " UNION ALL ",
+    devices_of_q!(),
 );
 
 /// `$1` ops, `$2` actors, `$3` keys, `$4` targets, `$5` videochats, `$6` now, `$7` how many
@@ -129,9 +140,9 @@ const INVITE: &str = concat!(
     " UNION ALL SELECT q.op, 'participant', p.user_id, u.first_name, u.last_name, u.avatar, \
      u.avatar_3d, u.company_name, u.company_title, u.privacy_mode, p.uid, NULL \
      FROM q CROSS JOIN LATERAL (SELECT user_id, uid FROM participants WHERE videochat_id = q.videochat \
-     ORDER BY uid LIMIT $7) p LEFT JOIN users u ON u.id = p.user_id",
+     AND left_at_ms IS NULL ORDER BY uid LIMIT $7) p LEFT JOIN users u ON u.id = p.user_id",
     " UNION ALL SELECT q.op, 'count', NULL, NULL, NULL, NULL, NULL, NULL, NULL, c.n, c.max_uid, NULL \
-     FROM q CROSS JOIN LATERAL (SELECT COUNT(*) AS n, MAX(uid) AS max_uid FROM participants \
+     FROM q CROSS JOIN LATERAL (SELECT COUNT(*) FILTER (WHERE left_at_ms IS NULL) AS n, MAX(uid) AS max_uid FROM participants \
      WHERE videochat_id = q.videochat) c",
     " UNION ALL SELECT q.op, ",
     request_columns!(),
@@ -145,6 +156,8 @@ const INVITE: &str = concat!(
     " UNION ALL SELECT q.op, 'invites', NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
      (SELECT COUNT(*) FROM videochat_requests v WHERE v.videochat_id = q.videochat \
       AND v.kind = 'invite' AND v.created_at_ms > $8), NULL, NULL FROM q",
+    " UNION ALL ",
+    devices_of_q!(),
 );
 
 /// `$1` ops, `$2` actors, `$3` keys, `$4` requests.
@@ -166,7 +179,7 @@ const ACCEPT: &str = concat!(
     member_columns!(),
     " FROM r JOIN participants p ON p.videochat_id = r.videochat_id AND p.user_id = r.actor",
     " UNION ALL SELECT r.op, 'count', NULL, NULL, NULL, NULL, NULL, NULL, NULL, c.n, c.max_uid, NULL \
-     FROM r CROSS JOIN LATERAL (SELECT COUNT(*) AS n, MAX(uid) AS max_uid FROM participants \
+     FROM r CROSS JOIN LATERAL (SELECT COUNT(*) FILTER (WHERE left_at_ms IS NULL) AS n, MAX(uid) AS max_uid FROM participants \
      WHERE videochat_id = r.videochat_id) c WHERE r.videochat_id IS NOT NULL",
 );
 
@@ -178,6 +191,10 @@ const DECLINE: &str = concat!(
     " UNION ALL SELECT q.op, ",
     request_columns!(),
     " FROM q JOIN videochat_requests v ON v.id = q.request",
+    " UNION ALL SELECT q.op, ",
+    user_columns!(),
+    " FROM q JOIN videochat_requests v ON v.id = q.request \
+     JOIN users u ON u.id IN (v.initiator_id, v.target_id)",
 );
 
 /// `$1` ops, `$2` actors, `$3` keys, `$4` requests, `$5` videochats.
@@ -201,7 +218,7 @@ const MERGE: &str = concat!(
     " FROM r JOIN participants p ON p.videochat_id = r.into_videochat \
      AND p.user_id IN (r.actor, r.initiator_id)",
     " UNION ALL SELECT q.op, 'count', NULL, NULL, NULL, NULL, NULL, NULL, NULL, c.n, c.max_uid, NULL \
-     FROM q CROSS JOIN LATERAL (SELECT COUNT(*) AS n, MAX(uid) AS max_uid FROM participants \
+     FROM q CROSS JOIN LATERAL (SELECT COUNT(*) FILTER (WHERE left_at_ms IS NULL) AS n, MAX(uid) AS max_uid FROM participants \
      WHERE videochat_id = q.videochat) c",
 );
 

@@ -25,10 +25,12 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 mod apply;
 mod batch;
 mod load;
+mod webhooks;
 
 use self::apply::{Applies, ApplyJob};
 use self::batch::Batcher;
 use self::load::{LoadJob, Loads};
+use super::calls::{self, RoomApplied};
 use super::facts::{self, FactRow};
 use super::rows::{RequestRow, UserRow, avatar_3d_json, requests_from_rows, user_from_row};
 use super::{
@@ -37,8 +39,11 @@ use super::{
 };
 use crate::change::Facts;
 use crate::domain::{
-    ConnectionId, GatewayId, IdempotencyKey, Ring, UserId, UserProfile, VideochatRequest,
+    ConnectionId, GatewayId, IdempotencyKey, Ring, UserId, UserProfile, VideochatId,
+    VideochatRequest,
 };
+use crate::engine::events::RoomEvent;
+use crate::history::{CallEntry, CallPage};
 use crate::machine::Command;
 
 /// NOTIFY channel announcing new outbox events; the payload is the committing replica's origin.
@@ -294,6 +299,7 @@ impl Store for PostgresStore {
                 record: write.record.cloned(),
                 traceparent: write.traceparent.to_owned(),
                 now_ms: write.now_ms,
+                outbound: write.outbound.clone(),
             })
             .await
     }
@@ -681,7 +687,12 @@ impl Store for PostgresStore {
         .transpose()
     }
 
-    async fn prune(&self, events_before_ms: i64, idempotency_before_ms: i64) -> StoreResult<u64> {
+    async fn prune(
+        &self,
+        events_before_ms: i64,
+        idempotency_before_ms: i64,
+        history_before_ms: i64,
+    ) -> StoreResult<u64> {
         let events = sqlx::query("DELETE FROM outbox_events WHERE created_at_ms < $1")
             .bind(events_before_ms)
             .execute(&self.pool)
@@ -690,7 +701,114 @@ impl Store for PostgresStore {
             .bind(idempotency_before_ms)
             .execute(&self.pool)
             .await?;
-        Ok(events.rows_affected() + records.rows_affected())
+        let rings = sqlx::query(calls::PRUNE_HISTORY)
+            .bind(history_before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(events.rows_affected() + records.rows_affected() + rings.rows_affected())
+    }
+
+    async fn apply_room_event(&self, event: &RoomEvent) -> StoreResult<RoomApplied> {
+        let mut tx = self.pool.begin().await?;
+        let found: Option<(String, Option<i64>)> = sqlx::query_as(calls::FIND_VIDEOCHAT)
+            .bind(&event.room)
+            .bind(event.engine.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((id, ended)) = found else {
+            return Ok(RoomApplied::UnknownRoom);
+        };
+        if ended.is_some() {
+            return Ok(RoomApplied::Over);
+        }
+        let videochat = super::rows::videochat_id(id)?;
+        let applied = match calls::presence_statement(event) {
+            Some((statement, user)) => {
+                let done = sqlx::query(statement)
+                    .bind(videochat.as_str())
+                    .bind(user.as_str())
+                    .bind(event.at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(RoomApplied::Unchanged);
+                }
+                RoomApplied::Applied {
+                    videochat,
+                    finished: false,
+                }
+            }
+            None => {
+                let ended = sqlx::query(calls::END_VIDEOCHAT)
+                    .bind(videochat.as_str())
+                    .bind(event.at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                if ended.rows_affected() == 0 {
+                    return Ok(RoomApplied::Over);
+                }
+                sqlx::query(calls::EVERYONE_OUT)
+                    .bind(videochat.as_str())
+                    .bind(event.at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                RoomApplied::Applied {
+                    videochat,
+                    finished: true,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn pending_invites(&self, videochat: &VideochatId) -> StoreResult<Vec<VideochatRequest>> {
+        let rows: Vec<RequestRow> = sqlx::query_as(calls::PENDING_INVITES)
+            .bind(videochat.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        requests_from_rows(rows)
+    }
+
+    async fn list_calls(
+        &self,
+        user: &UserId,
+        before: Option<i64>,
+        limit: u32,
+        acknowledge: bool,
+        now_ms: i64,
+    ) -> StoreResult<CallPage> {
+        let page = calls::read_page(&self.pool, user, before, limit, now_ms).await?;
+        if acknowledge {
+            sqlx::query(calls::ACKNOWLEDGE)
+                .bind(user.as_str())
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(page)
+    }
+
+    async fn missed_calls(
+        &self,
+        users: &[UserId],
+        now_ms: i64,
+    ) -> StoreResult<Vec<(UserId, u32, Vec<CallEntry>)>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        let counts: Vec<(String, i64)> = sqlx::query_as(calls::MISSED_COUNTS_POSTGRES)
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        // One read per user who missed calls: rare when a socket connects.
+        let mut out = Vec::new();
+        for (user, count) in super::missed_counts(counts)? {
+            let latest = calls::read_latest_missed(&self.pool, &user, now_ms).await?;
+            out.push((user, count, latest));
+        }
+        Ok(out)
     }
 
     fn outbox_signal(&self) -> watch::Receiver<u64> {

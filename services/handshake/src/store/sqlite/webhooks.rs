@@ -1,0 +1,214 @@
+//! SQLite's [`WebhookStore`]: the delivery outbox and push devices on the one writer
+//! connection (one process, one dispatcher: no claim can race another).
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteConnection;
+
+use super::SqliteStore;
+use crate::domain::{PushDevice, PushToken, UserId};
+use crate::store::StoreResult;
+use crate::store::webhooks::{
+    DELIVERY_COLUMNS, Delivery, DeliveryRow, NewDelivery, RetrySelection, Settle, WebhookStore,
+    delivery_from_row,
+};
+
+/// Inserts a write's deliveries, inside its transaction. A `push.cancel` is kept only if its
+/// ring was handed to push.
+pub(super) async fn insert_deliveries(
+    connection: &mut SqliteConnection,
+    deliveries: &[NewDelivery],
+    now_ms: i64,
+) -> StoreResult<()> {
+    for delivery in deliveries {
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, endpoint, event_type, payload, created_at_ms, next_attempt_at_ms, attempts, status) \
+             SELECT $1, $2, $3, $4, $5, $7, $8, 'pending' \
+             WHERE $6 IS NULL OR EXISTS (SELECT 1 FROM videochat_requests \
+                                         WHERE id = $6 AND push_handoff_at_ms IS NOT NULL)",
+        )
+        .bind(&delivery.id)
+        .bind(&delivery.endpoint)
+        .bind(delivery.event_type)
+        .bind(&delivery.payload)
+        .bind(now_ms)
+        .bind(delivery.only_if_pushed.as_ref().map(|r| r.as_str()))
+        .bind(delivery.leased_until_ms.unwrap_or(now_ms))
+        .bind(i64::from(delivery.leased_until_ms.is_some()))
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Marks the delivered ones of a batch of outcomes.
+const DELIVERED: &str = "UPDATE webhook_deliveries SET status = 'delivered', delivered_at_ms = $2, last_error = NULL \
+     WHERE id IN (SELECT value FROM json_each($1))";
+
+#[async_trait]
+impl WebhookStore for SqliteStore {
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>> {
+        let mut connection = self.writer.connection.lock().await;
+        let rows: Vec<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE webhook_deliveries SET next_attempt_at_ms = $2, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' \
+                          AND next_attempt_at_ms <= $1 ORDER BY next_attempt_at_ms LIMIT $3) \
+             RETURNING {DELIVERY_COLUMNS}"
+        )))
+        .bind(now_ms)
+        .bind(lease_until_ms)
+        .bind(limit)
+        .fetch_all(&mut *connection)
+        .await?;
+        Ok(rows.into_iter().map(delivery_from_row).collect())
+    }
+
+    async fn settle_deliveries(
+        &self,
+        settled: &[(String, Settle)],
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        if settled.is_empty() {
+            return Ok(());
+        }
+        let delivered: Vec<String> = settled
+            .iter()
+            .filter(|(_, s)| *s == Settle::Delivered)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut connection = self.writer.connection.lock().await;
+        if delivered.len() == settled.len() {
+            // The usual case: one statement, no transaction around it.
+            sqlx::query(DELIVERED)
+                .bind(serde_json::Value::from(delivered.clone()).to_string())
+                .bind(now_ms)
+                .execute(&mut *connection)
+                .await?;
+            return Ok(());
+        }
+        let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+        if !delivered.is_empty() {
+            sqlx::query(DELIVERED)
+                .bind(serde_json::Value::from(delivered).to_string())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (id, settle) in settled {
+            let query = match settle {
+                Settle::Delivered => continue,
+                Settle::Retry {
+                    next_attempt_at_ms,
+                    error,
+                } => sqlx::query(
+                    "UPDATE webhook_deliveries SET next_attempt_at_ms = $2, last_error = $3 \
+                     WHERE id = $1 AND status = 'pending'",
+                )
+                .bind(id.as_str())
+                .bind(*next_attempt_at_ms)
+                .bind(error.as_str()),
+                Settle::Failed { error } => sqlx::query(
+                    "UPDATE webhook_deliveries SET status = 'failed', last_error = $2 WHERE id = $1",
+                )
+                .bind(id.as_str())
+                .bind(error.as_str()),
+            };
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn pending_deliveries(&self) -> StoreResult<u64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'")
+                .fetch_one(&self.readers)
+                .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    async fn failed_deliveries(&self, limit: i64) -> StoreResult<Vec<Delivery>> {
+        let rows: Vec<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE status = 'failed' \
+             ORDER BY created_at_ms, id LIMIT $1"
+        )))
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows.into_iter().map(delivery_from_row).collect())
+    }
+
+    async fn retry_deliveries(&self, which: &RetrySelection, now_ms: i64) -> StoreResult<u64> {
+        let mut connection = self.writer.connection.lock().await;
+        let done =
+            match which {
+                RetrySelection::AllFailed => sqlx::query(
+                    "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at_ms = $1, \
+                     retried_at_ms = $1, attempts = 0 WHERE status = 'failed'",
+                )
+                .bind(now_ms)
+                .execute(&mut *connection)
+                .await?,
+                RetrySelection::Ids(ids) => {
+                    let ids = serde_json::Value::from(ids.clone()).to_string();
+                    sqlx::query(
+                    "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at_ms = $1, \
+                     retried_at_ms = $1, attempts = 0 \
+                     WHERE status = 'failed' AND id IN (SELECT value FROM json_each($2))",
+                )
+                .bind(now_ms)
+                .bind(ids)
+                .execute(&mut *connection)
+                .await?
+                }
+            };
+        Ok(done.rows_affected())
+    }
+
+    async fn prune_deliveries(&self, before_ms: i64) -> StoreResult<u64> {
+        let mut connection = self.writer.connection.lock().await;
+        let done = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE status = 'delivered' AND delivered_at_ms < $1",
+        )
+        .bind(before_ms)
+        .execute(&mut *connection)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn register_push_device(
+        &self,
+        user: &UserId,
+        device: &PushDevice,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut connection = self.writer.connection.lock().await;
+        sqlx::query(
+            "INSERT INTO push_devices (user_id, platform, token, voip, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (user_id, token) DO UPDATE SET platform = excluded.platform, voip = excluded.voip",
+        )
+        .bind(user.as_str())
+        .bind(device.platform.as_str())
+        .bind(device.token.as_str())
+        .bind(i64::from(device.voip))
+        .bind(now_ms)
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
+    }
+
+    async fn unregister_push_device(&self, user: &UserId, token: &PushToken) -> StoreResult<bool> {
+        let mut connection = self.writer.connection.lock().await;
+        let done = sqlx::query("DELETE FROM push_devices WHERE user_id = $1 AND token = $2")
+            .bind(user.as_str())
+            .bind(token.as_str())
+            .execute(&mut *connection)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}

@@ -1,0 +1,343 @@
+//! The dispatcher: one background task per replica that sends what the outbox holds.
+//!
+//! Deliveries this replica just committed arrive in memory, already claimed (see
+//! [`super::handoff`]), and are sent at once. Everything else is claimed from the table: the
+//! loop claims when woken by the write path (a `push.cancel`, whose row may not exist), by
+//! another replica's commit (the outbox signal), when a retry it scheduled falls due, or every
+//! `VIDEOCHAT_WEBHOOK_POLL_MS` (which finds other replicas' retries and rows whose claim lapsed),
+//! at most every [`CLAIM_EVERY`]. A claim takes as many due rows as there are free slots
+//! (`VIDEOCHAT_WEBHOOK_CONCURRENCY`) under a lease longer than one attempt. Each attempt runs on
+//! a task of its own, so a slow endpoint holds one slot, not the queue; outcomes are recorded in
+//! batches. The lease is the only coordination between replicas: a claimed row is not due again
+//! until it ends, and a replica that dies mid-send leaves the row to be sent again then
+//! (at-least-once, same `webhook-id`; receivers drop duplicates by that id).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use rand::Rng as _;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+use super::events::{CALL_EVENTS, PUSH_CANCEL, PUSH_RING};
+use super::sender::Sender;
+use super::settings::WebhookSettings;
+use crate::service::now_ms;
+use crate::store::Store;
+use crate::store::webhooks::{Delivery, Settle};
+
+/// Most rows one claim takes.
+const MAX_CLAIM: usize = 64;
+/// Most outcomes recorded in one transaction.
+const MAX_SETTLE: usize = 256;
+/// How much longer than one attempt's timeout a claim holds a row.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// How often delivered rows past `VIDEOCHAT_WEBHOOK_RETENTION_S` are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Least time between two claims: the writes of a busy service wake the dispatcher thousands
+/// of times a second, and claiming what a few milliseconds brought in one statement costs far
+/// less than claiming at every wake (a quiet service claims at once).
+const CLAIM_EVERY: Duration = Duration::from_millis(5);
+/// How long shutdown waits for attempts in flight (unfinished ones are sent again later).
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// What starts the dispatcher's work: deliveries this replica just committed (sent at once,
+/// already claimed), and a wake to claim due rows from the table.
+pub struct Wakes {
+    pub wake: Arc<Notify>,
+    pub committed: mpsc::Receiver<Vec<Delivery>>,
+}
+
+/// How long a claim (or a delivery written by this replica) is held: one attempt's timeout and
+/// a margin.
+pub fn lease(settings: &WebhookSettings) -> Duration {
+    settings.timeout + LEASE_MARGIN
+}
+
+/// What every attempt of this dispatcher shares.
+struct Attempts {
+    settings: WebhookSettings,
+    sender: Sender,
+    /// Outcomes, recorded in batches by [`record_outcomes`].
+    settled: mpsc::Sender<(String, Settle)>,
+    /// The earliest retry this dispatcher scheduled (Unix ms; `i64::MAX`: none). Retries other
+    /// replicas scheduled, and rows whose claim lapsed, are found by the poll.
+    next_retry: AtomicI64,
+    /// Set when due rows may be waiting for a free slot: a finishing attempt then wakes the loop.
+    backlog: AtomicBool,
+    wake: Arc<Notify>,
+}
+
+/// Sends due deliveries until `shutdown`.
+pub async fn run(
+    store: Arc<dyn Store>,
+    settings: WebhookSettings,
+    sender: Sender,
+    wakes: Wakes,
+    shutdown: CancellationToken,
+) {
+    let Wakes {
+        wake,
+        mut committed,
+    } = wakes;
+    let slots = Arc::new(Semaphore::new(settings.concurrency));
+    let tasks = TaskTracker::new();
+    let (settled, outcomes) = mpsc::channel(1024);
+    tasks.spawn(record_outcomes(store.clone(), outcomes));
+    let attempts = Arc::new(Attempts {
+        settings,
+        sender,
+        settled,
+        next_retry: AtomicI64::new(i64::MAX),
+        backlog: AtomicBool::new(false),
+        wake: wake.clone(),
+    });
+    let poll = attempts.settings.poll;
+    let mut outbox = store.outbox_signal();
+    let mut outbox_open = true;
+    let mut last_gauge: Option<Instant> = None;
+    let mut last_prune: Option<Instant> = None;
+    let mut last_claim = Instant::now();
+    let mut claim = true;
+    loop {
+        if claim {
+            tokio::time::sleep_until(last_claim + CLAIM_EVERY).await;
+            last_claim = Instant::now();
+            let due = attempts.next_retry.load(Ordering::Acquire);
+            if due <= now_ms() {
+                // This claim takes it (or another replica did).
+                let _ = attempts.next_retry.compare_exchange(
+                    due,
+                    i64::MAX,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+            }
+            claim_and_send(&store, &attempts, &slots, &tasks).await;
+            if last_gauge.is_none_or(|at| at.elapsed() >= poll) {
+                last_gauge = Some(Instant::now());
+                match store.pending_deliveries().await {
+                    Ok(depth) => metrics::gauge!("videochat_webhook_queue_depth").set(depth as f64),
+                    Err(error) => tracing::warn!(%error, "cannot count pending webhooks"),
+                }
+            }
+            if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(Instant::now());
+                let retention = attempts.settings.retention.as_millis();
+                let before = now_ms() - i64::try_from(retention).unwrap_or(i64::MAX / 4);
+                if let Err(error) = store.prune_deliveries(before).await {
+                    tracing::warn!(%error, "cannot prune delivered webhooks");
+                }
+            }
+        }
+        // The next claim from the table: when a retry falls due, at the latest after a poll.
+        let pause = match attempts.next_retry.load(Ordering::Acquire) {
+            i64::MAX => poll,
+            due => Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0)).min(poll),
+        };
+        let claim_at = last_claim + pause;
+        claim = true;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(batch) = committed.recv() => {
+                // Sent at once, already claimed: the table is read only when due anyway.
+                claim = Instant::now() >= claim_at;
+                for delivery in batch {
+                    let Ok(slot) = slots.clone().acquire_owned().await else {
+                        break;
+                    };
+                    tasks.spawn(deliver(attempts.clone(), delivery, slot));
+                }
+            }
+            _ = wake.notified() => {}
+            changed = outbox.changed(), if outbox_open => outbox_open = changed.is_ok(),
+            _ = tokio::time::sleep_until(claim_at) => {}
+        }
+    }
+    // The outcome recorder ends once the attempts in flight have sent theirs.
+    drop(attempts);
+    tasks.close();
+    let _ = tokio::time::timeout(DRAIN, tasks.wait()).await;
+}
+
+/// Records attempts' outcomes, as many as are waiting in one transaction.
+async fn record_outcomes(store: Arc<dyn Store>, mut outcomes: mpsc::Receiver<(String, Settle)>) {
+    while let Some(first) = outcomes.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_SETTLE {
+            match outcomes.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = store.settle_deliveries(&batch, now_ms()).await {
+            // Their leases run out and they are sent again: at-least-once.
+            tracing::warn!(%error, deliveries = batch.len(), "cannot record webhook attempts");
+        }
+    }
+}
+
+/// Claims as many due rows as there are free slots and starts sending each.
+async fn claim_and_send(
+    store: &Arc<dyn Store>,
+    attempts: &Arc<Attempts>,
+    slots: &Arc<Semaphore>,
+    tasks: &TaskTracker,
+) {
+    loop {
+        let free = slots.available_permits().min(MAX_CLAIM);
+        if free == 0 {
+            // More may be due: the next attempt to finish wakes the loop.
+            attempts.backlog.store(true, Ordering::Release);
+            return;
+        }
+        let now = now_ms();
+        let lease = lease(&attempts.settings).as_millis();
+        let claimed = match store
+            .claim_deliveries(
+                now,
+                now + i64::try_from(lease).unwrap_or(i64::MAX / 4),
+                i64::try_from(free).unwrap_or(1),
+            )
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(%error, "cannot claim webhooks; trying again at the next wake");
+                return;
+            }
+        };
+        let full = claimed.len() == free;
+        for delivery in claimed {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            tasks.spawn(deliver(attempts.clone(), delivery, slot));
+        }
+        if !full {
+            return;
+        }
+    }
+}
+
+/// One attempt at one delivery, and its outcome recorded.
+async fn deliver(attempts: Arc<Attempts>, delivery: Delivery, slot: OwnedSemaphorePermit) {
+    let settings = &attempts.settings;
+    let event = event_label(&delivery.event_type);
+    let span = tracing::info_span!(
+        "webhook.deliver",
+        otel.kind = "client",
+        webhook.id = %delivery.id,
+        webhook.event = event,
+        webhook.attempt = delivery.attempts,
+        http.response.status_code = tracing::field::Empty,
+    );
+    async {
+        metrics::counter!("videochat_webhook_attempts_total", "event" => event).increment(1);
+        let started = Instant::now();
+        let result = attempts.sender.send(&delivery).await;
+        metrics::histogram!("videochat_webhook_attempt_seconds", "event" => event)
+            .record(started.elapsed().as_secs_f64());
+        let now = now_ms();
+        let settle = match result {
+            Ok(status) => {
+                tracing::Span::current().record("http.response.status_code", status);
+                metrics::counter!("videochat_webhook_delivered_total", "event" => event)
+                    .increment(1);
+                metrics::histogram!("videochat_webhook_delivery_lag_seconds", "event" => event)
+                    .record((now - delivery.created_at_ms).max(0) as f64 / 1000.0);
+                Settle::Delivered
+            }
+            Err(error) => {
+                metrics::counter!("videochat_webhook_attempt_errors_total", "event" => event)
+                    .increment(1);
+                let age = Duration::from_millis(
+                    u64::try_from(now - delivery.age_base_ms()).unwrap_or_default(),
+                );
+                if age >= settings.max_age {
+                    tracing::warn!(
+                        %error,
+                        attempts = delivery.attempts,
+                        endpoint = %delivery.endpoint,
+                        "webhook failed for good; RetryDeliveries sends it again"
+                    );
+                    metrics::counter!("videochat_webhook_failed_total", "event" => event)
+                        .increment(1);
+                    Settle::Failed {
+                        error: error.to_string(),
+                    }
+                } else {
+                    let pause = backoff(
+                        delivery.attempts,
+                        settings.backoff_min,
+                        settings.backoff_max,
+                    );
+                    tracing::info!(%error, attempts = delivery.attempts, ?pause, "webhook attempt failed; retrying");
+                    let at = now + i64::try_from(pause.as_millis()).unwrap_or(i64::MAX / 4);
+                    attempts.next_retry.fetch_min(at, Ordering::AcqRel);
+                    Settle::Retry {
+                        next_attempt_at_ms: at,
+                        error: error.to_string(),
+                    }
+                }
+            }
+        };
+        // Recorded by `record_outcomes`; if the dispatcher stopped meanwhile, the claim's
+        // lease runs out and the row is sent again: at-least-once.
+        let _ = attempts.settled.send((delivery.id.clone(), settle)).await;
+    }
+    .instrument(span)
+    .await;
+    drop(slot);
+    // A slot is free: wake the loop if due rows were left waiting for one.
+    if attempts.backlog.swap(false, Ordering::AcqRel) {
+        attempts.wake.notify_one();
+    }
+}
+
+/// The pause before the attempt after `attempts`: exponential (`min`, 2·`min`, 4·`min`, …,
+/// capped at `max`) with full jitter (uniform below that ceiling, so that many deliveries failing
+/// together do not come back together), but never below a tenth of `min`.
+pub fn backoff(attempts: u32, min: Duration, max: Duration) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(30);
+    let ceiling = min.saturating_mul(1u32 << doublings).min(max);
+    let floor = (min / 10).min(ceiling);
+    let ms = rand::rng().random_range(floor.as_millis()..=ceiling.as_millis());
+    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// A bounded metrics label for a stored event type.
+fn event_label(event_type: &str) -> &'static str {
+    CALL_EVENTS
+        .iter()
+        .chain(&[PUSH_RING, PUSH_CANCEL])
+        .find(|e| **e == event_type)
+        .copied()
+        .unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let min = Duration::from_secs(5);
+        let max = Duration::from_secs(3600);
+        for _ in 0..200 {
+            let first = backoff(1, min, max);
+            assert!(first >= min / 10 && first <= min, "{first:?}");
+            let fourth = backoff(4, min, max);
+            assert!(fourth <= min * 8, "{fourth:?}");
+            let late = backoff(40, min, max);
+            assert!(late <= max && late >= min / 10, "{late:?}");
+        }
+        let spread: std::collections::BTreeSet<_> =
+            (0..50).map(|_| backoff(10, min, max)).collect();
+        assert!(spread.len() > 10, "jitter spreads retries");
+    }
+}

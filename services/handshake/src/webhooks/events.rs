@@ -1,0 +1,394 @@
+//! Which webhooks a decided change causes, and their bodies: a pure function of the
+//! [`Change`] and the [`Facts`] it was decided on, so every payload is fixed when the change is
+//! written (a retry sends the same bytes) and testable without a database.
+//!
+//! Every body is `{"type", "timestamp", "data"}` (Standard Webhooks' recommended shape), times
+//! in Unix milliseconds like the rest of the API. Call-status events go to every
+//! `VIDEOCHAT_WEBHOOK_URL` that the event filter lets through; `push.ring` and `push.cancel` go
+//! to `VIDEOCHAT_PUSH_WEBHOOK_URL`.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+
+use crate::change::{Change, Facts};
+use crate::domain::{RequestKind, RequestStatus, UserProfile, VideochatId, VideochatRequest};
+use crate::store::Outbound;
+use crate::store::webhooks::NewDelivery;
+
+/// A direct ring started.
+pub const CALL_REQUESTED: &str = "call.requested";
+/// An invite into a videochat started.
+pub const CALL_INVITED: &str = "call.invited";
+pub const CALL_ACCEPTED: &str = "call.accepted";
+/// The target said no.
+pub const CALL_DECLINED: &str = "call.declined";
+/// The initiator withdrew the ring.
+pub const CALL_CANCELLED: &str = "call.cancelled";
+/// Nobody answered before the ring timed out.
+pub const CALL_MISSED: &str = "call.missed";
+/// The target pulled the initiator into the videochat it was in.
+pub const CALL_MERGED: &str = "call.merged";
+/// Every call-status event type (`VIDEOCHAT_WEBHOOK_EVENTS` picks among these).
+pub const CALL_EVENTS: [&str; 7] = [
+    CALL_REQUESTED,
+    CALL_INVITED,
+    CALL_ACCEPTED,
+    CALL_DECLINED,
+    CALL_CANCELLED,
+    CALL_MISSED,
+    CALL_MERGED,
+];
+/// Wake the target's devices: a ring is waiting for them.
+pub const PUSH_RING: &str = "push.ring";
+/// Stop ringing the target's devices: that ring ended.
+pub const PUSH_CANCEL: &str = "push.cancel";
+
+/// Where each kind of webhook goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routes {
+    pub call_endpoints: Vec<String>,
+    /// Only these call-status events; `None`: all.
+    pub events: Option<BTreeSet<&'static str>>,
+    pub push_endpoint: Option<String>,
+}
+
+impl Routes {
+    fn wants(&self, event: &str) -> bool {
+        !self.call_endpoints.is_empty() && self.events.as_ref().is_none_or(|e| e.contains(event))
+    }
+
+    /// A ring to a user with no live socket but a device may be handed to push.
+    pub fn push_enabled(&self) -> bool {
+        self.push_endpoint.is_some()
+    }
+}
+
+/// The webhooks `change` causes, decided on `facts`, at `now_ms`.
+pub fn outbound(routes: &Routes, change: &Change, facts: &Facts, now_ms: i64) -> Outbound {
+    let mut out = Outbound::default();
+    if let Some(finish) = &change.finish
+        && let Some(ring) = facts.request.as_ref().filter(|r| r.id == finish.request)
+        && let Some((event, reason)) = ended(finish.status)
+    {
+        if routes.wants(event) {
+            let videochat = videochat_of(change, ring, facts);
+            let mut data = call_data(ring, facts, videochat);
+            data.insert("reason".into(), json!(reason));
+            data.insert("endedAt".into(), json!(now_ms));
+            for endpoint in &routes.call_endpoints {
+                out.deliveries
+                    .push(delivery(endpoint, event, &data, now_ms, None));
+            }
+        }
+        if let Some(endpoint) = &routes.push_endpoint {
+            let data = json!({
+                "videochatRequestId": ring.id,
+                "userId": ring.target,
+                "reason": reason,
+            });
+            let Value::Object(data) = data else {
+                unreachable!("json! of an object")
+            };
+            out.deliveries.push(delivery(
+                endpoint,
+                PUSH_CANCEL,
+                &data,
+                now_ms,
+                Some(ring.id.clone()),
+            ));
+        }
+    }
+    if let Some(ring) = &change.new_request {
+        let event = match ring.kind {
+            RequestKind::Direct => CALL_REQUESTED,
+            RequestKind::Invite => CALL_INVITED,
+        };
+        if routes.wants(event) {
+            let data = call_data(ring, facts, ring.videochat_id.as_ref());
+            for endpoint in &routes.call_endpoints {
+                out.deliveries
+                    .push(delivery(endpoint, event, &data, now_ms, None));
+            }
+        }
+        if let Some(endpoint) = &routes.push_endpoint
+            && !facts.target_available
+            && !facts.target_devices.is_empty()
+        {
+            let devices: Vec<Value> = facts
+                .target_devices
+                .iter()
+                .map(|d| {
+                    json!({ "platform": d.platform.as_str(), "token": d.token.as_str(), "voip": d.voip })
+                })
+                .collect();
+            let mut data = Map::new();
+            data.insert("videochatRequestId".into(), json!(ring.id));
+            data.insert("kind".into(), json!(ring.kind.as_str()));
+            if let Some(videochat) = &ring.videochat_id {
+                data.insert("videochatId".into(), json!(videochat));
+            }
+            data.insert("userId".into(), json!(ring.target));
+            data.insert(
+                "caller".into(),
+                user_simple(&facts.profile(&ring.initiator)),
+            );
+            data.insert("devices".into(), Value::Array(devices));
+            data.insert("expiresAt".into(), json!(ring.expires_at_ms));
+            out.deliveries
+                .push(delivery(endpoint, PUSH_RING, &data, now_ms, None));
+            out.push_handoff = true;
+        }
+    }
+    out
+}
+
+/// The call-status event and the reason word of a ring's end.
+fn ended(status: RequestStatus) -> Option<(&'static str, &'static str)> {
+    Some(match status {
+        RequestStatus::Accepted => (CALL_ACCEPTED, "accepted"),
+        RequestStatus::Declined => (CALL_DECLINED, "declined"),
+        RequestStatus::Cancelled => (CALL_CANCELLED, "cancelled"),
+        RequestStatus::Expired => (CALL_MISSED, "timeout"),
+        RequestStatus::Merged => (CALL_MERGED, "merged"),
+        RequestStatus::Pending => return None,
+    })
+}
+
+/// The videochat a ring's end is about: the one an accepted direct ring created, the one an
+/// invite was into, or the one a merge pulled the initiator into.
+fn videochat_of<'a>(
+    change: &'a Change,
+    ring: &'a VideochatRequest,
+    facts: &'a Facts,
+) -> Option<&'a VideochatId> {
+    change
+        .new_videochat
+        .as_ref()
+        .map(|v| &v.id)
+        .or(ring.videochat_id.as_ref())
+        .or(change.new_participants.first().map(|p| &p.videochat_id))
+        .or(facts.videochat.as_ref().map(|v| &v.id))
+}
+
+fn call_data(
+    ring: &VideochatRequest,
+    facts: &Facts,
+    videochat: Option<&VideochatId>,
+) -> Map<String, Value> {
+    let mut data = Map::new();
+    data.insert("videochatRequestId".into(), json!(ring.id));
+    data.insert("kind".into(), json!(ring.kind.as_str()));
+    if let Some(videochat) = videochat {
+        data.insert("videochatId".into(), json!(videochat));
+    }
+    data.insert(
+        "initiator".into(),
+        user_simple(&facts.profile(&ring.initiator)),
+    );
+    data.insert("target".into(), user_simple(&facts.profile(&ring.target)));
+    data.insert("createdAt".into(), json!(ring.created_at_ms));
+    data.insert("expiresAt".into(), json!(ring.expires_at_ms));
+    data
+}
+
+fn delivery(
+    endpoint: &str,
+    event: &'static str,
+    data: &Map<String, Value>,
+    now_ms: i64,
+    only_if_pushed: Option<crate::domain::RequestId>,
+) -> NewDelivery {
+    let body = json!({ "type": event, "timestamp": now_ms, "data": data });
+    NewDelivery {
+        id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
+        endpoint: endpoint.to_owned(),
+        event_type: event,
+        payload: body.to_string(),
+        only_if_pushed,
+        leased_until_ms: None,
+    }
+}
+
+/// The API text's User Simple, as the WebSocket events show it (`avatar3D` omitted when empty).
+pub fn user_simple(user: &UserProfile) -> Value {
+    let mut object = Map::new();
+    object.insert("id".into(), json!(user.id));
+    object.insert("firstName".into(), json!(user.first_name));
+    object.insert("lastName".into(), json!(user.last_name));
+    object.insert("privacyMode".into(), json!(user.privacy_mode));
+    object.insert("avatar".into(), json!(user.avatar));
+    if let Some(avatar) = user.avatar_3d.as_ref().filter(|a| !a.is_empty()) {
+        object.insert("avatar3D".into(), json!(avatar));
+    }
+    object.insert("companyName".into(), json!(user.company_name));
+    object.insert("companyTitle".into(), json!(user.company_title));
+    Value::Object(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::{PushDevice, PushPlatform, PushToken, RequestId, UserId};
+    use crate::engine::{EngineKind, Engines};
+    use crate::machine::{self, Context, Limits};
+
+    fn id(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    fn routes() -> Routes {
+        Routes {
+            call_endpoints: vec!["http://a/h".into(), "http://b/h".into()],
+            events: None,
+            push_endpoint: Some("http://push/h".into()),
+        }
+    }
+
+    fn facts(available: bool, devices: usize) -> Facts {
+        let mut alice = UserProfile::bare(id("alice"));
+        alice.first_name = "Alice".into();
+        Facts {
+            users: vec![alice, UserProfile::bare(id("bob"))],
+            target_available: available,
+            target_devices: (0..devices)
+                .map(|i| PushDevice {
+                    platform: PushPlatform::Apns,
+                    token: PushToken::parse(format!("tok{i}")).unwrap(),
+                    voip: true,
+                })
+                .collect(),
+            ..Facts::default()
+        }
+    }
+
+    fn decide_request(facts: &Facts) -> Result<machine::Decision, crate::HandshakeError> {
+        let engines = Engines::from_config(&crate::engine::tests::config()).unwrap();
+        let ctx = Context {
+            engines: &engines,
+            ring_timeout: Duration::from_secs(45),
+            limits: Limits::default(),
+            now_ms: 1_000,
+        };
+        machine::request(facts, &ctx, &id("alice"), &id("bob"), None)
+    }
+
+    fn body(d: &NewDelivery) -> Value {
+        serde_json::from_str(&d.payload).unwrap()
+    }
+
+    #[test]
+    fn a_new_ring_is_one_call_requested_per_endpoint_with_both_users() {
+        let facts = facts(true, 0);
+        let decision = decide_request(&facts).unwrap();
+        let out = outbound(&routes(), &decision.change, &facts, 1_000);
+        assert!(!out.push_handoff, "the target has a socket: no push");
+        let kinds: Vec<_> = out
+            .deliveries
+            .iter()
+            .map(|d| (d.endpoint.as_str(), d.event_type))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("http://a/h", CALL_REQUESTED),
+                ("http://b/h", CALL_REQUESTED)
+            ]
+        );
+        assert_ne!(out.deliveries[0].id, out.deliveries[1].id);
+        assert!(out.deliveries[0].id.starts_with("msg_"));
+        let b = body(&out.deliveries[0]);
+        assert_eq!(b["type"], CALL_REQUESTED);
+        assert_eq!(b["timestamp"], 1_000);
+        assert_eq!(b["data"]["initiator"]["firstName"], "Alice");
+        assert_eq!(b["data"]["target"]["id"], "bob");
+        assert_eq!(b["data"]["expiresAt"], 46_000);
+        assert!(b["data"].get("videochatId").is_none());
+    }
+
+    #[test]
+    fn an_offline_target_with_a_device_is_rung_through_push_only_when_push_is_configured() {
+        let offline = facts(false, 2);
+        let decision = decide_request(&offline).unwrap();
+        let out = outbound(&routes(), &decision.change, &offline, 1_000);
+        assert!(out.push_handoff);
+        let push = out
+            .deliveries
+            .iter()
+            .find(|d| d.event_type == PUSH_RING)
+            .unwrap();
+        assert_eq!(push.endpoint, "http://push/h");
+        let b = body(push);
+        assert_eq!(b["data"]["devices"].as_array().unwrap().len(), 2);
+        assert_eq!(b["data"]["devices"][0]["voip"], true);
+        assert_eq!(b["data"]["caller"]["id"], "alice");
+        assert_eq!(b["data"]["expiresAt"], 46_000);
+        // No device: refused as before.
+        assert_eq!(
+            decide_request(&facts(false, 0))
+                .map(|_| ())
+                .unwrap_err()
+                .code() as i32,
+            10011
+        );
+    }
+
+    #[test]
+    fn a_ring_end_names_its_reason_and_asks_for_a_push_cancel_if_it_was_pushed() {
+        let mut facts = facts(true, 0);
+        let ring = VideochatRequest {
+            id: RequestId::parse("vcr_1").unwrap(),
+            kind: RequestKind::Direct,
+            initiator: id("alice"),
+            target: id("bob"),
+            videochat_id: None,
+            engine: EngineKind::Livekit,
+            status: RequestStatus::Pending,
+            created_at_ms: 0,
+            expires_at_ms: 900,
+        };
+        facts.request = Some(ring.clone());
+        let engines = Engines::from_config(&crate::engine::tests::config()).unwrap();
+        let ctx = Context {
+            engines: &engines,
+            ring_timeout: Duration::from_secs(45),
+            limits: Limits::default(),
+            now_ms: 1_000,
+        };
+        let expired = machine::expire(&ctx, &ring);
+        let out = outbound(&routes(), &expired.change, &facts, 1_000);
+        let kinds: Vec<_> = out.deliveries.iter().map(|d| d.event_type).collect();
+        assert_eq!(kinds, vec![CALL_MISSED, CALL_MISSED, PUSH_CANCEL]);
+        assert_eq!(body(&out.deliveries[0])["data"]["reason"], "timeout");
+        assert_eq!(
+            out.deliveries[2]
+                .only_if_pushed
+                .as_ref()
+                .map(|r| r.as_str()),
+            Some("vcr_1")
+        );
+        // Accepted: the new videochat is named.
+        facts.request.as_mut().unwrap().expires_at_ms = 10_000;
+        let accepted = machine::accept(&facts, &ctx, &id("bob")).unwrap();
+        let out = outbound(&routes(), &accepted.change, &facts, 1_000);
+        let b = body(&out.deliveries[0]);
+        assert_eq!(b["type"], CALL_ACCEPTED);
+        assert_eq!(
+            b["data"]["videochatId"],
+            json!(accepted.change.new_videochat.as_ref().unwrap().id)
+        );
+    }
+
+    #[test]
+    fn the_event_filter_and_no_routes_mean_no_rows() {
+        let facts = facts(true, 0);
+        let decision = decide_request(&facts).unwrap();
+        let mut only_missed = routes();
+        only_missed.events = Some([CALL_MISSED].into_iter().collect());
+        only_missed.push_endpoint = None;
+        assert!(outbound(&only_missed, &decision.change, &facts, 1).is_empty());
+        assert!(outbound(&Routes::default(), &decision.change, &facts, 1).is_empty());
+    }
+}
