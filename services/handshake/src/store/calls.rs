@@ -38,18 +38,18 @@ pub(super) const FIND_VIDEOCHAT: &str =
 /// the same instant a leave wins (a join and a leave in one second mostly mean a short visit).
 pub(super) const JOINED: &str = "UPDATE participants SET left_at_ms = NULL, \
      room_since_ms = COALESCE(room_since_ms, $3), room_event_at_ms = $3 \
-     WHERE videochat_id = $1 AND user_id = $2 AND room_event_at_ms < $3";
+     WHERE videochat_id = $1 AND user_id = $2 AND room_event_at_ms < $3 RETURNING user_id";
 
 /// `$1` videochat, `$2` user, `$3` when.
 pub(super) const LEFT: &str = "UPDATE participants SET left_at_ms = $3, \
      room_ms = room_ms + CASE WHEN room_since_ms IS NOT NULL AND $3 > room_since_ms \
                               THEN $3 - room_since_ms ELSE 0 END, \
      room_since_ms = NULL, room_event_at_ms = $3 \
-     WHERE videochat_id = $1 AND user_id = $2 AND room_event_at_ms <= $3";
+     WHERE videochat_id = $1 AND user_id = $2 AND room_event_at_ms <= $3 RETURNING user_id";
 
 /// `$1` videochat, `$2` when.
 pub(super) const END_VIDEOCHAT: &str =
-    "UPDATE videochats SET ended_at_ms = $2 WHERE id = $1 AND ended_at_ms IS NULL";
+    "UPDATE videochats SET ended_at_ms = $2 WHERE id = $1 AND ended_at_ms IS NULL RETURNING id";
 
 /// `$1` videochat, `$2` when: everyone still in is out, their stay counted.
 pub(super) const EVERYONE_OUT: &str = "UPDATE participants SET \
@@ -66,12 +66,75 @@ pub(super) const PENDING_INVITES: &str = "SELECT id, kind, initiator_id, target_
      WHERE videochat_id = $1 AND kind = 'invite' AND status = 'pending'";
 
 /// The statement for a presence change, or `None` for the end of the room.
-pub(super) fn presence_statement(event: &RoomEvent) -> Option<(&'static str, &UserId)> {
+fn presence_statement(event: &RoomEvent) -> Option<(&'static str, &UserId)> {
     match &event.change {
         RoomChange::Joined(user) => Some((JOINED, user)),
         RoomChange::Left(user) => Some((LEFT, user)),
         RoomChange::Finished => None,
     }
+}
+
+/// Applies a room event inside `tx`, the same on both backends (each runs it where it writes).
+/// The writes say whether they changed a row by what they return, which both backends report
+/// alike.
+pub(super) async fn apply_room_event<DB>(
+    tx: &mut DB::Connection,
+    event: &RoomEvent,
+) -> StoreResult<RoomApplied>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> (String, Option<i64>): FromRow<'r, DB::Row>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    let found: Option<(String, Option<i64>)> = sqlx::query_as(FIND_VIDEOCHAT)
+        .bind(event.room.as_str())
+        .bind(event.engine.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some((id, ended)) = found else {
+        return Ok(RoomApplied::UnknownRoom);
+    };
+    if ended.is_some() {
+        return Ok(RoomApplied::Over);
+    }
+    let videochat = super::rows::videochat_id(id)?;
+    if let Some((statement, user)) = presence_statement(event) {
+        let changed: Option<(String,)> = sqlx::query_as(statement)
+            .bind(videochat.as_str())
+            .bind(user.as_str())
+            .bind(event.at_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+        return Ok(match changed {
+            None => RoomApplied::Unchanged,
+            Some(_) => RoomApplied::Applied {
+                videochat,
+                finished: false,
+            },
+        });
+    }
+    let ended: Option<(String,)> = sqlx::query_as(END_VIDEOCHAT)
+        .bind(videochat.as_str())
+        .bind(event.at_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if ended.is_none() {
+        // Another writer ended it between the read and this write.
+        return Ok(RoomApplied::Over);
+    }
+    sqlx::query(EVERYONE_OUT)
+        .bind(videochat.as_str())
+        .bind(event.at_ms)
+        .execute(&mut *tx)
+        .await?;
+    Ok(RoomApplied::Applied {
+        videochat,
+        finished: true,
+    })
 }
 
 /// The columns of one history entry as the user `$1` sees it.

@@ -84,6 +84,7 @@ pub enum Rejected {
 
 /// One engine's webhook verifier and reader.
 pub trait EventSource: Send + Sync + std::fmt::Debug {
+    /// The engine whose webhooks this source reads (its key in [`EventSources`]).
     fn kind(&self) -> EngineKind;
 
     /// Verifies the webhook as the engine signs it, then reads it.
@@ -99,10 +100,14 @@ pub struct EventSources {
 impl EventSources {
     /// A receiver for every engine whose signing settings are present.
     pub fn from_config(config: &EngineConfig) -> Self {
-        let mut sources: BTreeMap<EngineKind, Box<dyn EventSource>> = BTreeMap::new();
-        if let Some(livekit) = livekit::LivekitEvents::from_config(config) {
-            sources.insert(EngineKind::Livekit, Box::new(livekit));
-        }
+        // One line per engine: Twilio's and Agora's sources join this list when they exist.
+        let configured: [Option<Box<dyn EventSource>>; 1] =
+            [livekit::LivekitEvents::from_config(config).map(|s| Box::new(s) as _)];
+        let sources = configured
+            .into_iter()
+            .flatten()
+            .map(|source| (source.kind(), source))
+            .collect();
         Self { sources }
     }
 

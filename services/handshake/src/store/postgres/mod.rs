@@ -710,54 +710,7 @@ impl Store for PostgresStore {
 
     async fn apply_room_event(&self, event: &RoomEvent) -> StoreResult<RoomApplied> {
         let mut tx = self.pool.begin().await?;
-        let found: Option<(String, Option<i64>)> = sqlx::query_as(calls::FIND_VIDEOCHAT)
-            .bind(&event.room)
-            .bind(event.engine.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((id, ended)) = found else {
-            return Ok(RoomApplied::UnknownRoom);
-        };
-        if ended.is_some() {
-            return Ok(RoomApplied::Over);
-        }
-        let videochat = super::rows::videochat_id(id)?;
-        let applied = match calls::presence_statement(event) {
-            Some((statement, user)) => {
-                let done = sqlx::query(statement)
-                    .bind(videochat.as_str())
-                    .bind(user.as_str())
-                    .bind(event.at_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                if done.rows_affected() == 0 {
-                    return Ok(RoomApplied::Unchanged);
-                }
-                RoomApplied::Applied {
-                    videochat,
-                    finished: false,
-                }
-            }
-            None => {
-                let ended = sqlx::query(calls::END_VIDEOCHAT)
-                    .bind(videochat.as_str())
-                    .bind(event.at_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                if ended.rows_affected() == 0 {
-                    return Ok(RoomApplied::Over);
-                }
-                sqlx::query(calls::EVERYONE_OUT)
-                    .bind(videochat.as_str())
-                    .bind(event.at_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                RoomApplied::Applied {
-                    videochat,
-                    finished: true,
-                }
-            }
-        };
+        let applied = calls::apply_room_event::<sqlx::Postgres>(&mut tx, event).await?;
         tx.commit().await?;
         Ok(applied)
     }
