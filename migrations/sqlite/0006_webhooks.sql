@@ -15,13 +15,18 @@ CREATE TABLE webhook_deliveries (
     -- to be sent again when the lease runs out.
     next_attempt_at_ms  INTEGER NOT NULL,
     attempts            INTEGER NOT NULL DEFAULT 0,
-    status              TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    -- Only deliveries still owed or given up on are kept: a delivered row is deleted at once
+    -- (cheaper than updating it, and nothing reads it again).
+    status              TEXT NOT NULL CHECK (status IN ('pending', 'failed')),
     last_error          TEXT NULL,
-    delivered_at_ms     INTEGER NULL,
+    failed_at_ms        INTEGER NULL,
     -- Set when an operator retried a failed delivery: its age counts from then.
     retried_at_ms       INTEGER NULL
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at_ms);
+-- Partial indexes: each holds only the rows its readers look for (the claim: pending rows by due
+-- time; the admin listing and pruning: failed ones by age).
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at_ms) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_failed ON webhook_deliveries (created_at_ms, id) WHERE status = 'failed';
 
 -- Devices registered for push (videochat:registerPushDevice, UserDirectory/RegisterPushDevice).
 CREATE TABLE push_devices (

@@ -201,8 +201,9 @@ pub struct WebhookConfig {
     #[arg(long, env = "VIDEOCHAT_WEBHOOK_POLL_MS", default_value_t = 1_000)]
     pub webhook_poll_ms: u64,
 
-    /// How long delivered webhooks stay in the table, in seconds.
-    #[arg(long, env = "VIDEOCHAT_WEBHOOK_RETENTION_S", default_value_t = 86_400)]
+    /// How long failed webhook deliveries stay in the table for `RetryDeliveries`, in seconds
+    /// (delivered ones are deleted at once).
+    #[arg(long, env = "VIDEOCHAT_WEBHOOK_RETENTION_S", default_value_t = 604_800)]
     pub webhook_retention_s: u64,
 }
 

@@ -347,7 +347,35 @@ async fn a_failing_endpoint_gets_every_event_once_it_recovers(backend: Backend) 
     for r in &refused {
         assert!(attempts.contains_key(r["id"].as_str().unwrap()));
     }
+    // Delivered rows leave the outbox once their 2xx is recorded.
+    let started = tokio::time::Instant::now();
+    while outbox_rows(&app).await != 0 {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "delivered rows stay in the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     app.stop().await;
+}
+
+/// Rows in the webhook outbox, read from the app's database.
+async fn outbox_rows(app: &TestApp) -> i64 {
+    use sqlx::Connection as _;
+    const COUNT: &str = "SELECT COUNT(*) FROM webhook_deliveries";
+    if app.db.url.starts_with("postgres") {
+        let mut connection = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+        sqlx::query_scalar(COUNT)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap()
+    } else {
+        let mut connection = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
+        sqlx::query_scalar(COUNT)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap()
+    }
 }
 
 /// Reads a counter's value from the service's `/metrics`.

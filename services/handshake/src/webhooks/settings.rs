@@ -189,7 +189,7 @@ mod tests {
             webhook_backoff_max_ms: 3_600_000,
             webhook_concurrency: 32,
             webhook_poll_ms: 1_000,
-            webhook_retention_s: 86_400,
+            webhook_retention_s: 604_800,
         }
     }
 

@@ -12,9 +12,8 @@ use crate::store::webhooks::{
     delivery_from_row,
 };
 
-/// Marks the delivered ones of a batch of outcomes.
-const DELIVERED: &str = "UPDATE webhook_deliveries SET status = 'delivered', delivered_at_ms = $2, last_error = NULL \
-     WHERE id = ANY($1::text[])";
+/// Forgets the delivered ones of a batch of outcomes.
+const DELIVERED: &str = "DELETE FROM webhook_deliveries WHERE id = ANY($1::text[])";
 
 #[async_trait]
 impl WebhookStore for PostgresStore {
@@ -61,7 +60,6 @@ impl WebhookStore for PostgresStore {
             // The usual case: one statement, no transaction around it.
             sqlx::query(DELIVERED)
                 .bind(&delivered)
-                .bind(now_ms)
                 .execute(&self.pool)
                 .await?;
             return Ok(());
@@ -70,7 +68,6 @@ impl WebhookStore for PostgresStore {
         if !delivered.is_empty() {
             sqlx::query(DELIVERED)
                 .bind(delivered)
-                .bind(now_ms)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -88,10 +85,12 @@ impl WebhookStore for PostgresStore {
                 .bind(*next_attempt_at_ms)
                 .bind(error.as_str()),
                 Settle::Failed { error } => sqlx::query(
-                    "UPDATE webhook_deliveries SET status = 'failed', last_error = $2 WHERE id = $1",
+                    "UPDATE webhook_deliveries SET status = 'failed', last_error = $2, failed_at_ms = $3 \
+                     WHERE id = $1 AND status = 'pending'",
                 )
                 .bind(id.as_str())
-                .bind(error.as_str()),
+                .bind(error.as_str())
+                .bind(now_ms),
             };
             query.execute(&mut *tx).await?;
         }
@@ -143,7 +142,7 @@ impl WebhookStore for PostgresStore {
 
     async fn prune_deliveries(&self, before_ms: i64) -> StoreResult<u64> {
         let done = sqlx::query(
-            "DELETE FROM webhook_deliveries WHERE status = 'delivered' AND delivered_at_ms < $1",
+            "DELETE FROM webhook_deliveries WHERE status = 'failed' AND failed_at_ms < $1",
         )
         .bind(before_ms)
         .execute(&self.pool)

@@ -40,9 +40,9 @@ pub(super) async fn insert_deliveries(
     Ok(())
 }
 
-/// Marks the delivered ones of a batch of outcomes.
-const DELIVERED: &str = "UPDATE webhook_deliveries SET status = 'delivered', delivered_at_ms = $2, last_error = NULL \
-     WHERE id IN (SELECT value FROM json_each($1))";
+/// Forgets the delivered ones of a batch of outcomes.
+const DELIVERED: &str =
+    "DELETE FROM webhook_deliveries WHERE id IN (SELECT value FROM json_each($1))";
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
@@ -85,7 +85,6 @@ impl WebhookStore for SqliteStore {
             // The usual case: one statement, no transaction around it.
             sqlx::query(DELIVERED)
                 .bind(serde_json::Value::from(delivered.clone()).to_string())
-                .bind(now_ms)
                 .execute(&mut *connection)
                 .await?;
             return Ok(());
@@ -94,7 +93,6 @@ impl WebhookStore for SqliteStore {
         if !delivered.is_empty() {
             sqlx::query(DELIVERED)
                 .bind(serde_json::Value::from(delivered).to_string())
-                .bind(now_ms)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -112,10 +110,12 @@ impl WebhookStore for SqliteStore {
                 .bind(*next_attempt_at_ms)
                 .bind(error.as_str()),
                 Settle::Failed { error } => sqlx::query(
-                    "UPDATE webhook_deliveries SET status = 'failed', last_error = $2 WHERE id = $1",
+                    "UPDATE webhook_deliveries SET status = 'failed', last_error = $2, failed_at_ms = $3 \
+                     WHERE id = $1 AND status = 'pending'",
                 )
                 .bind(id.as_str())
-                .bind(error.as_str()),
+                .bind(error.as_str())
+                .bind(now_ms),
             };
             query.execute(&mut *tx).await?;
         }
@@ -172,7 +172,7 @@ impl WebhookStore for SqliteStore {
     async fn prune_deliveries(&self, before_ms: i64) -> StoreResult<u64> {
         let mut connection = self.writer.connection.lock().await;
         let done = sqlx::query(
-            "DELETE FROM webhook_deliveries WHERE status = 'delivered' AND delivered_at_ms < $1",
+            "DELETE FROM webhook_deliveries WHERE status = 'failed' AND failed_at_ms < $1",
         )
         .bind(before_ms)
         .execute(&mut *connection)
