@@ -886,3 +886,47 @@ on_both_backends!(
     without_a_device_or_the_setting_an_offline_user_is_not_available,
     bad_register_frames_are_refused_and_change_nothing,
 );
+
+/// Deliveries are sent from a thread of their own, scheduled below the handshake's threads, so
+/// that under a saturated CPU rings and answers go first (docs/webhooks.md). Read from the
+/// kernel's own account of the threads (Linux).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_sent_from_a_lower_priority_thread() {
+    let receiver = Receiver::start(0).await;
+    let url = receiver.url("/calls");
+    let app = spawn(Backend::Sqlite, |_, h| webhooks(h, Some(url), None)).await;
+    let mut alice = app.connect("alice").await;
+    let mut bob = app.connect("bob").await;
+    let request = ring(&mut alice, &mut bob).await;
+    receiver
+        .until(DEADLINE, |r| {
+            !of_type(r, "call.requested", &request).is_empty()
+        })
+        .await;
+    // (name, nice) of this process's threads: /proc/self/task/<tid>/stat has the name in
+    // parentheses, then the nice value as the 17th field after it.
+    let threads: Vec<(String, i64)> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (head, tail) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_owned();
+            let nice = tail.split_whitespace().nth(16)?.parse().ok()?;
+            Some((name, nice))
+        })
+        .collect();
+    let own_nice = threads
+        .iter()
+        .filter(|(name, _)| name != "webhooks")
+        .map(|(_, nice)| *nice)
+        .min()
+        .unwrap();
+    assert!(
+        threads
+            .iter()
+            .any(|(name, nice)| name == "webhooks" && *nice >= own_nice + 10),
+        "no webhooks thread 10 below the others: {threads:?}"
+    );
+    app.stop().await;
+}
