@@ -882,6 +882,7 @@ on_both_backends!(
     deliveries_survive_a_dead_endpoint_and_a_service_restart,
     failed_deliveries_are_listed_and_sent_again,
     an_offline_callee_with_a_device_is_rung_through_push,
+    an_offline_user_invited_into_a_videochat_is_rung_through_push,
     a_cancelled_push_ring_sends_push_cancel,
     without_a_device_or_the_setting_an_offline_user_is_not_available,
     bad_register_frames_are_refused_and_change_nothing,
@@ -928,5 +929,191 @@ async fn deliveries_are_sent_from_a_lower_priority_thread() {
             .any(|(name, nice)| name == "webhooks" && *nice >= own_nice + 10),
         "no webhooks thread 10 below the others: {threads:?}"
     );
+    app.stop().await;
+}
+
+/// The real binary killed outright (SIGKILL: nothing flushed, no shutdown) while it owes a
+/// delivery loses nothing: started again on the same database, it delivers what the killed
+/// process owed, under the same `webhook-id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_service_loses_no_delivery() {
+    let receiver = Receiver::start(0).await;
+    receiver.answer(500).await;
+    let dir = std::env::temp_dir().join(format!("vc-kill-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = receiver.url("/calls");
+
+    let (mut first, ws, _) = serve_binary(&dir, &url).await;
+    let mut alice = Client::connect(&ws, "alice", &TestApp::token("alice")).await;
+    let mut bob = Client::connect(&ws, "bob", &TestApp::token("bob")).await;
+    let request = ring(&mut alice, &mut bob).await;
+    // Refused twice: the delivery is committed and being retried.
+    let refused = receiver
+        .until(DEADLINE, |r| {
+            r.iter()
+                .filter(|x| {
+                    x["answered"] == 500 && x["payload"]["data"]["videochatRequestId"] == request
+                })
+                .count()
+                >= 2
+        })
+        .await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    drop((alice, bob));
+
+    receiver.answer(200).await;
+    let (mut second, _, metrics) = serve_binary(&dir, &url).await;
+    // A claim the killed process held is due again when its lease (attempt timeout + 5 s) ends.
+    let received = receiver
+        .until(DEADLINE * 2, |r| {
+            !of_type(r, "call.requested", &request).is_empty()
+        })
+        .await;
+    let sent = of_type(&received, "call.requested", &request);
+    assert_eq!(sent.len(), 1, "delivered once: {received:#?}");
+    assert!(sent[0]["verified"] == true);
+    let refused_ids: BTreeSet<_> = refused
+        .iter()
+        .filter(|x| x["payload"]["data"]["videochatRequestId"] == request)
+        .filter_map(|x| x["id"].as_str())
+        .collect();
+    assert_eq!(
+        refused_ids,
+        BTreeSet::from([sent[0]["id"].as_str().unwrap()]),
+        "the same webhook-id before and after the kill"
+    );
+    // This process's own metrics (counted just after each answer): one delivered, after the
+    // attempts the killed process never recorded as done.
+    let counter = |body: &str, name: &str| -> f64 {
+        body.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let body = loop {
+        let (_, body) = http_get(metrics, "/metrics").await.unwrap();
+        if counter(&body, "videochat_webhook_delivered_total") >= 1.0 {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never counted: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(counter(&body, "videochat_webhook_delivered_total"), 1.0);
+    assert_eq!(
+        counter(&body, "videochat_webhook_attempts_total"),
+        1.0 + counter(&body, "videochat_webhook_attempt_errors_total"),
+        "every attempt either failed or delivered: {body}"
+    );
+    second.start_kill().unwrap();
+    second.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts `videochat serve` in `dir` (its SQLite database under `dir/data`) with call-status
+/// webhooks to `url`, retrying fast; returns the process, its WebSocket URL and its metrics
+/// address once ready.
+async fn serve_binary(
+    dir: &std::path::Path,
+    url: &str,
+) -> (tokio::process::Child, String, std::net::SocketAddr) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_videochat"))
+        .arg("serve")
+        .current_dir(dir)
+        .env_clear()
+        .env("VIDEOCHAT_WS_ADDR", "127.0.0.1:0")
+        .env("VIDEOCHAT_GRPC_ADDR", "127.0.0.1:0")
+        .env("VIDEOCHAT_METRICS_ADDR", "127.0.0.1:0")
+        .env("VIDEOCHAT_JWT_SECRET", SECRET)
+        .env("VIDEOCHAT_LOG_FORMAT", "json")
+        .env("VIDEOCHAT_WEBHOOK_URL", url)
+        .env("VIDEOCHAT_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("VIDEOCHAT_WEBHOOK_TIMEOUT_MS", "1000")
+        .env("VIDEOCHAT_WEBHOOK_BACKOFF_MIN_MS", "100")
+        .env("VIDEOCHAT_WEBHOOK_BACKOFF_MAX_MS", "200")
+        .env("VIDEOCHAT_WEBHOOK_POLL_MS", "100")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let (ws, metrics) = loop {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .expect("serve logs its address")
+            .unwrap()
+            .expect("a log line");
+        let entry: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if entry["message"] == "serving" {
+            break (
+                entry["ws"].as_str().unwrap().to_owned(),
+                entry["metrics"].as_str().unwrap().parse().unwrap(),
+            );
+        }
+    };
+    // Keep reading the log so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let addr: std::net::SocketAddr = ws
+        .trim_start_matches("ws://")
+        .trim_end_matches("/ws")
+        .parse()
+        .unwrap();
+    while http_get(addr, "/readyz").await.map(|(s, _)| s) != Some(200) {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (child, ws, metrics)
+}
+
+/// An invite rings an offline user's phone too: `push.ring` names the invite and the videochat,
+/// the app connects and accepts into it, and the push sender is told to stop ringing.
+async fn an_offline_user_invited_into_a_videochat_is_rung_through_push(backend: Backend) {
+    let receiver = Receiver::start(0).await;
+    let push = receiver.url("/push");
+    let app = spawn(backend, |_, h| webhooks(h, None, Some(push))).await;
+    bob_registers_and_leaves(&app).await;
+    let mut alice = app.connect("alice").await;
+    let mut carol = app.connect("carol").await;
+    let direct = ring(&mut alice, &mut carol).await;
+    let (for_carol, _) = accept(&mut alice, &mut carol, &direct).await;
+    let videochat = for_carol["videochatId"].clone();
+
+    let invite = ok(&alice
+        .request(
+            "videochat:invite",
+            json!({ "targetUser": "bob", "videochatId": videochat }),
+        )
+        .await)["videochatRequestId"]
+        .clone();
+    let received = receiver
+        .until(DEADLINE, |r| !of_type(r, "push.ring", &invite).is_empty())
+        .await;
+    let data = &of_type(&received, "push.ring", &invite)[0]["payload"]["data"];
+    assert_eq!(data["kind"], "invite");
+    assert_eq!(data["videochatId"], videochat);
+    assert_eq!(data["userId"], "bob");
+    assert_eq!(data["caller"]["id"], "alice");
+
+    let mut bob = app.connect("bob").await;
+    let shown = bob.event(REQUESTED).await;
+    assert_eq!(shown["data"]["videochatRequestId"], invite);
+    let joined = ok(&bob
+        .request(
+            "videochat:acceptVideochatRequest",
+            json!({ "videochatRequestId": invite }),
+        )
+        .await);
+    assert_eq!(joined["videochatId"], videochat);
+    let received = receiver
+        .until(DEADLINE, |r| !of_type(r, "push.cancel", &invite).is_empty())
+        .await;
+    let cancel = &of_type(&received, "push.cancel", &invite)[0]["payload"]["data"];
+    assert_eq!(cancel["reason"], "accepted");
     app.stop().await;
 }
