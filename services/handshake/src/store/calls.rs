@@ -162,7 +162,7 @@ macro_rules! call_joins {
 }
 
 /// `$1` user, `$2` before (exclusive), `$3` how many: the user's rings that ended, both ways,
-/// newest first (each direction is one index range, see migration 0005).
+/// newest first (each direction is one index range, see migrations 0005 and 0007).
 pub(super) const LIST_CALLS: &str = concat!(
     call_columns!(),
     "(SELECT * FROM (SELECT id, kind, status, initiator_id, target_id, videochat_id, created_at_ms, \

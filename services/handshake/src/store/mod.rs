@@ -392,6 +392,14 @@ where
     ))
 }
 
+/// `$1` user, `$2` now: the rings `$1` placed that are still ringing, with whom they ring.
+pub(crate) const OUTGOING_RINGS: &str = "SELECT r.id, r.videochat_id, r.expires_at_ms, r.target_id, \
+     COALESCE(u.first_name, ''), COALESCE(u.last_name, ''), COALESCE(u.privacy_mode, 0), \
+     COALESCE(u.avatar, ''), u.avatar_3d, COALESCE(u.company_name, ''), COALESCE(u.company_title, '') \
+     FROM videochat_requests r LEFT JOIN users u ON u.id = r.target_id \
+     WHERE r.initiator_id = $1 AND r.status = 'pending' AND r.expires_at_ms > $2 \
+     ORDER BY r.created_at_ms, r.id";
+
 /// Reads the parts of a [`Snapshot`] that both backends read with the same SQL.
 pub(crate) async fn snapshot_from<DB>(
     pool: &sqlx::Pool<DB>,
@@ -410,18 +418,11 @@ where
     for<'r> (i64,): sqlx::FromRow<'r, DB::Row>,
     for<'r> rows::UserRow: sqlx::FromRow<'r, DB::Row>,
 {
-    let outgoing: Vec<rows::OutgoingRow> = sqlx::query_as(
-        "SELECT r.id, r.videochat_id, r.expires_at_ms, r.target_id, COALESCE(u.first_name, ''), \
-         COALESCE(u.last_name, ''), COALESCE(u.privacy_mode, 0), COALESCE(u.avatar, ''), u.avatar_3d, \
-         COALESCE(u.company_name, ''), COALESCE(u.company_title, '') \
-         FROM videochat_requests r LEFT JOIN users u ON u.id = r.target_id \
-         WHERE r.initiator_id = $1 AND r.status = 'pending' AND r.expires_at_ms > $2 \
-         ORDER BY r.created_at_ms, r.id",
-    )
-    .bind(user.as_str())
-    .bind(now_ms)
-    .fetch_all(pool)
-    .await?;
+    let outgoing: Vec<rows::OutgoingRow> = sqlx::query_as(OUTGOING_RINGS)
+        .bind(user.as_str())
+        .bind(now_ms)
+        .fetch_all(pool)
+        .await?;
     let videochats: Vec<(String,)> = sqlx::query_as(
         "SELECT v.id FROM participants p JOIN videochats v ON v.id = p.videochat_id \
          WHERE p.user_id = $1 AND p.left_at_ms IS NULL AND v.ended_at_ms IS NULL \

@@ -40,6 +40,21 @@ mod webhooks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
+/// `$1` a JSON array of user ids, `$2` now: the rings ringing for them, oldest first.
+const RINGS_OF: &str = "SELECT id, kind, initiator_id, target_id, videochat_id, engine, status, \
+     created_at_ms, expires_at_ms FROM videochat_requests \
+     WHERE target_id IN (SELECT value FROM json_each($1)) \
+     AND status = 'pending' AND expires_at_ms > $2 ORDER BY created_at_ms, id";
+
+/// `$1` now, `$2` how many: rings whose time ran out, in the order they ran out.
+const DUE_REQUESTS: &str = "SELECT id, kind, initiator_id, target_id, videochat_id, engine, status, \
+     created_at_ms, expires_at_ms FROM videochat_requests \
+     WHERE status = 'pending' AND expires_at_ms <= $1 ORDER BY expires_at_ms, id LIMIT $2";
+
+/// When the next ring runs out.
+const NEXT_EXPIRY: &str =
+    "SELECT MIN(expires_at_ms) FROM videochat_requests WHERE status = 'pending'";
+
 /// Reader connections (WAL readers do not block the writer, nor each other).
 const READERS: u32 = 4;
 
@@ -199,15 +214,32 @@ async fn write_one(
 ) -> StoreResult<Vec<u64>> {
     let change = &write.change;
     let now = write.now_ms;
+    // The videochat first: the finished ring names it, and a ring that was no longer pending
+    // rolls it back with the rest of this write.
+    if let Some(v) = &change.new_videochat {
+        sqlx::query(
+            "INSERT INTO videochats (id, mode, engine, room, shared_secret, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(v.id.as_str())
+        .bind(v.mode.as_str())
+        .bind(v.engine.as_str())
+        .bind(&v.room)
+        .bind(&v.shared_secret)
+        .bind(now)
+        .execute(&mut *connection)
+        .await?;
+    }
     if let Some(finish) = &change.finish {
         let done = sqlx::query(
-            "UPDATE videochat_requests SET status = $2, answered_at_ms = $3 \
+            "UPDATE videochat_requests SET status = $2, answered_at_ms = $3, \
+             videochat_id = COALESCE($5, videochat_id) \
              WHERE id = $1 AND status = 'pending' AND ($4 IS NULL OR expires_at_ms > $4)",
         )
         .bind(finish.request.as_str())
         .bind(finish.status.as_str())
         .bind(now)
         .bind(finish.ringing_at)
+        .bind(finish.videochat.as_ref().map(|v| v.as_str()))
         .execute(&mut *connection)
         .await?;
         if done.rows_affected() != 1 {
@@ -232,19 +264,6 @@ async fn write_one(
         .execute(&mut *connection)
         .await?;
     }
-    if let Some(v) = &change.new_videochat {
-        sqlx::query(
-            "INSERT INTO videochats (id, mode, engine, room, shared_secret, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(v.id.as_str())
-        .bind(v.mode.as_str())
-        .bind(v.engine.as_str())
-        .bind(&v.room)
-        .bind(&v.shared_secret)
-        .bind(now)
-        .execute(&mut *connection)
-        .await?;
-    }
     for p in &change.new_participants {
         sqlx::query(
             "INSERT INTO participants (videochat_id, user_id, uid, permissions, joined_at_ms) VALUES ($1, $2, $3, $4, $5)",
@@ -256,18 +275,6 @@ async fn write_one(
         .bind(now)
         .execute(&mut *connection)
         .await?;
-    }
-    // After the videochat's row exists (the ring's column references it).
-    if let Some((request, videochat)) = change
-        .finish
-        .as_ref()
-        .and_then(|f| Some((&f.request, f.videochat.as_ref()?)))
-    {
-        sqlx::query("UPDATE videochat_requests SET videochat_id = $2 WHERE id = $1")
-            .bind(request.as_str())
-            .bind(videochat.as_str())
-            .execute(&mut *connection)
-            .await?;
     }
     for p in &change.rejoined {
         sqlx::query(
@@ -357,15 +364,11 @@ impl SqliteStore {
     /// The rings ringing now for the users of `users` (a JSON array of ids), as each target is
     /// shown them: (target, ring).
     async fn rings_of(&self, users: &str, now_ms: i64) -> StoreResult<Vec<(UserId, Ring)>> {
-        let rows: Vec<RequestRow> = sqlx::query_as(
-            "SELECT id, kind, initiator_id, target_id, videochat_id, engine, status, created_at_ms, expires_at_ms \
-             FROM videochat_requests WHERE target_id IN (SELECT value FROM json_each($1)) \
-             AND status = 'pending' AND expires_at_ms > $2 ORDER BY created_at_ms, id",
-        )
-        .bind(users)
-        .bind(now_ms)
-        .fetch_all(&self.readers)
-        .await?;
+        let rows: Vec<RequestRow> = sqlx::query_as(RINGS_OF)
+            .bind(users)
+            .bind(now_ms)
+            .fetch_all(&self.readers)
+            .await?;
         let mut shown = Vec::with_capacity(rows.len());
         for ring in requests_from_rows(rows)? {
             let initiator: Option<UserRow> = sqlx::query_as(
@@ -722,23 +725,16 @@ impl Store for SqliteStore {
     }
 
     async fn due_requests(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<VideochatRequest>> {
-        let rows: Vec<RequestRow> = sqlx::query_as(
-            "SELECT id, kind, initiator_id, target_id, videochat_id, engine, status, created_at_ms, expires_at_ms \
-             FROM videochat_requests WHERE status = 'pending' AND expires_at_ms <= $1 ORDER BY expires_at_ms, id LIMIT $2",
-        )
-        .bind(now_ms)
-        .bind(limit)
-        .fetch_all(&self.readers)
-        .await?;
+        let rows: Vec<RequestRow> = sqlx::query_as(DUE_REQUESTS)
+            .bind(now_ms)
+            .bind(limit)
+            .fetch_all(&self.readers)
+            .await?;
         requests_from_rows(rows)
     }
 
     async fn next_expiry(&self) -> StoreResult<Option<i64>> {
-        let (next,): (Option<i64>,) = sqlx::query_as(
-            "SELECT MIN(expires_at_ms) FROM videochat_requests WHERE status = 'pending'",
-        )
-        .fetch_one(&self.readers)
-        .await?;
+        let (next,): (Option<i64>,) = sqlx::query_as(NEXT_EXPIRY).fetch_one(&self.readers).await?;
         Ok(next)
     }
 
@@ -885,5 +881,128 @@ impl Store for SqliteStore {
 
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::RequestId;
+
+    /// The history indexes name the user like the small pending-ring indexes do; a read of the
+    /// rings still ringing that picks one walks the user's whole history (migration 0007).
+    const HISTORY_INDEXES: [&str; 2] = ["requests_by_initiator_time", "requests_by_target_time"];
+
+    async fn migrated() -> SqliteConnection {
+        let mut connection = SqliteConnectOptions::from_str("sqlite::memory:")
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        MIGRATOR.run(&mut connection).await.unwrap();
+        connection
+    }
+
+    /// SQLite's plan for `sql` with `params`, one line per step.
+    async fn plan(connection: &mut SqliteConnection, sql: &str, params: Vec<Param>) -> String {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        // Only this test's own constants go into the text.
+        let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(explain));
+        for param in params {
+            query = match param {
+                Param::Text(text) => query.bind(text),
+                Param::Int(int) => query.bind(int),
+            };
+        }
+        let steps = query.fetch_all(&mut *connection).await.unwrap();
+        steps
+            .into_iter()
+            .map(|(_, _, _, step)| step)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn text(s: &str) -> Param {
+        Param::Text(s.to_owned())
+    }
+
+    #[tokio::test]
+    async fn reads_of_rings_still_ringing_never_walk_a_users_history() {
+        let mut connection = migrated().await;
+        let actor = UserId::parse("alice").unwrap();
+        let key = IdempotencyKey::parse("k1").unwrap();
+        let target = UserId::parse("bob").unwrap();
+        let request = RequestId::parse("vcr_1").unwrap();
+        let videochat = VideochatId::parse("vc_1").unwrap();
+        let commands = [
+            Command::RequestDirect {
+                target: target.clone(),
+                engine: None,
+            },
+            Command::Invite {
+                target,
+                videochat: videochat.clone(),
+            },
+            Command::Accept {
+                request: request.clone(),
+            },
+            Command::Decline {
+                request: request.clone(),
+            },
+            Command::Merge { videochat, request },
+        ];
+        let mut reads = Vec::new();
+        for command in &commands {
+            let (sql, params) = facts::query(&actor, &key, command, 1_000);
+            reads.push((command.name(), sql, params));
+        }
+        reads.push((
+            "rings of",
+            RINGS_OF,
+            vec![text(r#"["bob"]"#), Param::Int(1_000)],
+        ));
+        reads.push((
+            "outgoing rings",
+            super::super::OUTGOING_RINGS,
+            vec![text("alice"), Param::Int(1_000)],
+        ));
+        reads.push((
+            "due rings",
+            DUE_REQUESTS,
+            vec![Param::Int(1_000), Param::Int(100)],
+        ));
+        reads.push(("next expiry", NEXT_EXPIRY, Vec::new()));
+        reads.push((
+            "pending invites",
+            calls::PENDING_INVITES,
+            vec![text("vc_1")],
+        ));
+        for (name, sql, params) in reads {
+            let plan = plan(&mut connection, sql, params).await;
+            for index in HISTORY_INDEXES {
+                assert!(
+                    !plan.contains(index),
+                    "{name} reads the history index {index}:\n{plan}"
+                );
+            }
+            assert!(
+                !plan.contains("SCAN videochat_requests") && !plan.contains("SCAN r "),
+                "{name} scans every ring:\n{plan}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_history_listing_reads_each_direction_from_its_index() {
+        let mut connection = migrated().await;
+        let plan = plan(
+            &mut connection,
+            calls::LIST_CALLS,
+            vec![text("alice"), Param::Int(1_000), Param::Int(20)],
+        )
+        .await;
+        for index in HISTORY_INDEXES {
+            assert!(plan.contains(index), "the listing misses {index}:\n{plan}");
+        }
     }
 }
