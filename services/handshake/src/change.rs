@@ -33,6 +33,18 @@ pub enum RecordedOutcome {
     Error { code: i32, message: String },
 }
 
+impl RecordedOutcome {
+    /// The outcome as the record's columns: (reply, error code, error message).
+    pub fn columns(&self) -> (Option<&[u8]>, Option<i64>, Option<&str>) {
+        match self {
+            RecordedOutcome::Reply(reply) => (Some(reply.as_slice()), None, None),
+            RecordedOutcome::Error { code, message } => {
+                (None, Some(i64::from(*code)), Some(message.as_str()))
+            }
+        }
+    }
+}
+
 /// What the store knows that an operation needs, as of one read. Each operation's query fills
 /// the fields it needs and leaves the others empty.
 #[derive(Clone, Debug, Default)]

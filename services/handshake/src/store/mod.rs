@@ -66,6 +66,12 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("invalid DATABASE_URL: {0}")]
     Url(String),
+    /// SQLite's committer thread could not be started (the process is out of threads).
+    #[error("cannot start the SQLite committer: {0}")]
+    Committer(#[source] std::io::Error),
+    /// An error of SQLite's committer connection (`store/sqlite/commit.rs`).
+    #[error("database error: {0}")]
+    Sqlite(#[source] rusqlite::Error),
 }
 
 impl StoreError {

@@ -1,11 +1,9 @@
 //! SQLite: the embedded default, one file, one process, one replica.
 //!
-//! SQLite takes one writer at a time, and every commit is a sync of its write-ahead log. So all
-//! writes go through one connection, and [`Store::apply`] hands its write to a committer task
-//! that commits whatever writes are waiting in one transaction, each in a savepoint of its own (a
-//! write that fails a guard rolls back alone): under load one log sync serves many handshakes.
-//! Reads (the facts of a decision, rings, replays) run on a small pool of reader connections,
-//! which in WAL mode never wait for the writer.
+//! Handshakes are written by the committer thread ([`commit`]), which commits the writes waiting
+//! in one transaction. The store's other writes (sockets, presence, pruning) take the same lock
+//! on sqlx's writer connection. Reads (the facts of a decision, rings, replays) run on a small
+//! pool of reader connections, which in WAL mode never wait for the writer.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -17,17 +15,16 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection};
-use tokio::sync::{Mutex, Notify, oneshot, watch};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio::sync::{Mutex, oneshot, watch};
 
 use super::calls::{self, RoomApplied};
 use super::facts::{self, FactRow, Param};
 use super::rows::{RequestRow, UserRow, avatar_3d_json, requests_from_rows, user_from_row};
 use super::{
-    EventRange, Followed, IdempotencyRecord, NewEvent, OpenedSocket, RecordedOutcome, Registration,
-    Snapshot, Store, StoreError, StoreResult, StoredEvent, Write, snapshot_from,
+    EventRange, Followed, IdempotencyRecord, OpenedSocket, Registration, Snapshot, Store,
+    StoreError, StoreResult, StoredEvent, Write, snapshot_from,
 };
-use crate::change::{Change, Facts};
+use crate::change::Facts;
 use crate::domain::{
     ConnectionId, GatewayId, IdempotencyKey, Ring, UserId, UserProfile, VideochatId,
     VideochatRequest,
@@ -36,7 +33,10 @@ use crate::engine::events::RoomEvent;
 use crate::history::{CallEntry, CallPage};
 use crate::machine::Command;
 
+mod commit;
 mod webhooks;
+
+use commit::{Committer, Waiting};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -60,28 +60,11 @@ const READERS: u32 = 4;
 
 pub struct SqliteStore {
     readers: SqlitePool,
-    writer: Arc<Writer>,
+    /// sqlx's writer connection, for the writes that are not handshakes. Its lock is the write
+    /// lock: the committer holds it for each batch.
+    writer: Arc<Mutex<SqliteConnection>>,
+    committer: Committer,
     signal: watch::Sender<u64>,
-    /// Stops the committer task when the store is dropped.
-    _committer: DropGuard,
-}
-
-/// The one writer connection and the writes waiting for the committer.
-struct Writer {
-    connection: Mutex<SqliteConnection>,
-    waiting: std::sync::Mutex<Vec<Waiting>>,
-    wake: Notify,
-}
-
-/// A write handed to the committer, owned so that it outlives the caller's borrow.
-struct Waiting {
-    change: Change,
-    events: Vec<NewEvent>,
-    record: Option<IdempotencyRecord>,
-    traceparent: String,
-    now_ms: i64,
-    outbound: super::Outbound,
-    done: oneshot::Sender<StoreResult<Vec<u64>>>,
 }
 
 impl SqliteStore {
@@ -95,7 +78,15 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        if let Some(parent) = options.get_filename().parent()
+        // The committer opens the same file with a connection of its own.
+        if options.get_filename().starts_with("file:sqlx-in-memory-") {
+            return Err(StoreError::Url(format!(
+                "{url}: an in-memory SQLite database cannot be shared by the store's \
+                 connections; name a file (sqlite://path/to/videochat.db)"
+            )));
+        }
+        let path = options.get_filename().to_owned();
+        if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent)
@@ -108,253 +99,38 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
-        let writer = Arc::new(Writer {
-            connection: Mutex::new(connection),
-            waiting: std::sync::Mutex::new(Vec::new()),
-            wake: Notify::new(),
-        });
-        let stop = CancellationToken::new();
-        tokio::spawn(commit_waiting(
-            writer.clone(),
-            origin.to_owned(),
-            stop.clone(),
-        ));
+        let writer = Arc::new(Mutex::new(connection));
+        let committer = Committer::start(&path, writer.clone(), origin.to_owned())?;
         let (signal, _) = super::signal();
         Ok(Self {
             readers,
             writer,
+            committer,
             signal,
-            _committer: stop.drop_guard(),
         })
     }
 }
 
-impl Writer {
-    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
-        // Every critical section is one push or one take: a panic cannot leave it half done.
-        self.waiting
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// The committer: takes every write waiting and commits them in one transaction.
-async fn commit_waiting(writer: Arc<Writer>, origin: String, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = writer.wake.notified() => {}
-        }
-        loop {
-            let batch = std::mem::take(&mut *writer.waiting());
-            if batch.is_empty() {
-                break;
-            }
-            let mut connection = writer.connection.lock().await;
-            let results = commit_batch(&mut connection, &batch, &origin).await;
-            metrics::histogram!("videochat_store_group_commit_size").record(batch.len() as f64);
-            for (waiting, result) in batch.into_iter().zip(results) {
-                let _ = waiting.done.send(result);
-            }
-        }
-    }
-}
-
-/// Commits `batch` in one transaction; one result per write. A lone write needs no savepoint.
-async fn commit_batch(
-    connection: &mut SqliteConnection,
-    batch: &[Waiting],
-    origin: &str,
-) -> Vec<StoreResult<Vec<u64>>> {
-    let outcome: StoreResult<Vec<StoreResult<Vec<u64>>>> = async {
-        let mut tx = Connection::begin(&mut *connection).await?;
-        let mut results = Vec::with_capacity(batch.len());
-        if let [only] = batch {
-            results.push(write_one(&mut tx, only, origin).await);
-            if results[0].is_ok() {
-                tx.commit().await?;
-            }
-            return Ok(results);
-        }
-        for waiting in batch {
-            let mut savepoint = Connection::begin(&mut *tx).await?;
-            let result = write_one(&mut savepoint, waiting, origin).await;
-            if result.is_ok() {
-                savepoint.commit().await?;
-            } else {
-                savepoint.rollback().await?;
-            }
-            results.push(result);
-        }
-        tx.commit().await?;
-        Ok(results)
-    }
-    .await;
-    match outcome {
-        Ok(results) => results,
-        Err(error) => {
-            tracing::warn!(%error, writes = batch.len(), "SQLite commit failed");
-            batch
-                .iter()
-                .map(|_| {
-                    Err(StoreError::Database(sqlx::Error::Protocol(format!(
-                        "commit failed: {error}"
-                    ))))
-                })
-                .collect()
-        }
-    }
-}
-
-/// One write's statements, inside the committer's transaction.
-async fn write_one(
-    connection: &mut SqliteConnection,
-    write: &Waiting,
-    origin: &str,
-) -> StoreResult<Vec<u64>> {
-    let change = &write.change;
-    let now = write.now_ms;
-    // The videochat first: the finished ring names it, and a ring that was no longer pending
-    // rolls it back with the rest of this write.
-    if let Some(v) = &change.new_videochat {
-        sqlx::query(
-            "INSERT INTO videochats (id, mode, engine, room, shared_secret, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(v.id.as_str())
-        .bind(v.mode.as_str())
-        .bind(v.engine.as_str())
-        .bind(&v.room)
-        .bind(&v.shared_secret)
-        .bind(now)
-        .execute(&mut *connection)
-        .await?;
-    }
-    if let Some(finish) = &change.finish {
-        let done = sqlx::query(
-            "UPDATE videochat_requests SET status = $2, answered_at_ms = $3, \
-             videochat_id = COALESCE($5, videochat_id) \
-             WHERE id = $1 AND status = 'pending' AND ($4 IS NULL OR expires_at_ms > $4)",
-        )
-        .bind(finish.request.as_str())
-        .bind(finish.status.as_str())
-        .bind(now)
-        .bind(finish.ringing_at)
-        .bind(finish.videochat.as_ref().map(|v| v.as_str()))
-        .execute(&mut *connection)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::Stale);
-        }
-    }
-    if let Some(r) = &change.new_request {
-        sqlx::query(
-            "INSERT INTO videochat_requests (id, kind, initiator_id, target_id, videochat_id, engine, status, pair_key, created_at_ms, expires_at_ms, push_handoff_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10)",
-        )
-        .bind(r.id.as_str())
-        .bind(r.kind.as_str())
-        .bind(r.initiator.as_str())
-        .bind(r.target.as_str())
-        .bind(r.videochat_id.as_ref().map(|v| v.as_str()))
-        .bind(r.engine.as_str())
-        .bind(VideochatRequest::pair_key(&r.initiator, &r.target))
-        .bind(r.created_at_ms)
-        .bind(r.expires_at_ms)
-        .bind(write.outbound.push_handoff.then_some(now))
-        .execute(&mut *connection)
-        .await?;
-    }
-    for p in &change.new_participants {
-        sqlx::query(
-            "INSERT INTO participants (videochat_id, user_id, uid, permissions, joined_at_ms) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(p.videochat_id.as_str())
-        .bind(p.user_id.as_str())
-        .bind(i64::from(p.uid))
-        .bind(p.permissions.to_bits())
-        .bind(now)
-        .execute(&mut *connection)
-        .await?;
-    }
-    for p in &change.rejoined {
-        sqlx::query(
-            "UPDATE participants SET left_at_ms = NULL WHERE videochat_id = $1 AND user_id = $2",
-        )
-        .bind(p.videochat_id.as_str())
-        .bind(p.user_id.as_str())
-        .execute(&mut *connection)
-        .await?;
-    }
-    let mut recipients: Vec<(&str, i64)> = Vec::new();
-    for event in &write.events {
-        match recipients
-            .iter_mut()
-            .find(|(r, _)| *r == event.recipient.as_str())
-        {
-            Some((_, n)) => *n += 1,
-            None => recipients.push((event.recipient.as_str(), 1)),
-        }
-    }
-    recipients.sort_unstable();
-    let mut last_seqs = Vec::with_capacity(recipients.len());
-    for (recipient, count) in recipients {
-        let (last,): (i64,) = sqlx::query_as(
-            "INSERT INTO mailboxes (user_id, last_seq) VALUES ($1, $2) \
-             ON CONFLICT (user_id) DO UPDATE SET last_seq = last_seq + excluded.last_seq RETURNING last_seq",
-        )
-        .bind(recipient)
-        .bind(count)
-        .fetch_one(&mut *connection)
-        .await?;
-        last_seqs.push((recipient.to_owned(), last));
-    }
-    let positions = super::positions(&write.events, &last_seqs)?;
-    for (event, seq) in write.events.iter().zip(&positions) {
-        sqlx::query(
-            "INSERT INTO outbox_events (recipient_user_id, seq, kind, payload, traceparent, created_at_ms, origin) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(event.recipient.as_str())
-        .bind(i64::try_from(*seq).unwrap_or(i64::MAX))
-        .bind(event.kind)
-        .bind(event.payload.as_slice())
-        .bind(&write.traceparent)
-        .bind(now)
-        .bind(origin)
-        .execute(&mut *connection)
-        .await?;
-    }
-    if let Some(record) = &write.record {
-        insert_record(&mut *connection, record).await?;
-    }
-    webhooks::insert_deliveries(connection, &write.outbound.deliveries, now).await?;
-    Ok(positions)
-}
+/// Records an operation's answer under its idempotency key (`?1` user, `?2` key).
+const INSERT_RECORD: &str = "INSERT INTO idempotency_records (user_id, key, operation, reply, \
+     error_code, error_message, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// Fails with a unique violation ([`StoreError::Conflict`]) if the key already has a record.
 async fn insert_record(
     connection: &mut SqliteConnection,
     record: &IdempotencyRecord,
 ) -> StoreResult<()> {
-    let (reply, code, message) = match &record.outcome {
-        RecordedOutcome::Reply(reply) => (Some(reply.as_slice()), None, None),
-        RecordedOutcome::Error { code, message } => {
-            (None, Some(i64::from(*code)), Some(message.as_str()))
-        }
-    };
-    sqlx::query(
-        "INSERT INTO idempotency_records (user_id, key, operation, reply, error_code, error_message, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(record.user_id.as_str())
-    .bind(record.key.as_str())
-    .bind(&record.operation)
-    .bind(reply)
-    .bind(code)
-    .bind(message)
-    .bind(record.created_at_ms)
-    .execute(connection)
-    .await?;
+    let (reply, code, message) = record.outcome.columns();
+    sqlx::query(INSERT_RECORD)
+        .bind(record.user_id.as_str())
+        .bind(record.key.as_str())
+        .bind(&record.operation)
+        .bind(reply)
+        .bind(code)
+        .bind(message)
+        .bind(record.created_at_ms)
+        .execute(connection)
+        .await?;
     Ok(())
 }
 
@@ -446,7 +222,7 @@ impl Store for SqliteStore {
     #[tracing::instrument(name = "store.apply", skip_all, fields(db.system = "sqlite", otel.kind = "client"))]
     async fn apply(&self, write: &Write<'_>) -> StoreResult<Vec<u64>> {
         let (done, result) = oneshot::channel();
-        self.writer.waiting().push(Waiting {
+        self.committer.submit(Waiting {
             change: write.change.clone(),
             events: write.events.to_vec(),
             record: write.record.cloned(),
@@ -455,14 +231,13 @@ impl Store for SqliteStore {
             outbound: write.outbound.clone(),
             done,
         });
-        self.writer.wake.notify_one();
         // The committer answers every write it takes; a dropped answer means it stopped with
         // the write undone, which a retry settles.
         result.await.map_err(|_| StoreError::Conflict)?
     }
 
     async fn record_refusal(&self, record: &IdempotencyRecord) -> StoreResult<bool> {
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         match insert_record(&mut connection, record).await {
             Ok(()) => Ok(true),
             Err(StoreError::Conflict) => Ok(false),
@@ -504,7 +279,7 @@ impl Store for SqliteStore {
         let batch = as_json(&mut opened.iter());
         let accepted: Vec<&OpenedSocket>;
         {
-            let mut connection = self.writer.connection.lock().await;
+            let mut connection = self.writer.lock().await;
             let mut tx = Connection::begin(&mut *connection).await?;
             sqlx::query(
                 "INSERT INTO gateways (id, lease_expires_at_ms) VALUES ($1, $2) \
@@ -597,7 +372,7 @@ impl Store for SqliteStore {
                 .collect(),
         )
         .to_string();
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         sqlx::query("DELETE FROM connections WHERE id IN (SELECT value FROM json_each($1))")
             .bind(ids)
             .execute(&mut *connection)
@@ -612,7 +387,7 @@ impl Store for SqliteStore {
         lease_until_ms: i64,
         now_ms: i64,
     ) -> StoreResult<()> {
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         let mut tx = Connection::begin(&mut *connection).await?;
         sqlx::query(
             "INSERT INTO gateways (id, lease_expires_at_ms) VALUES ($1, $2) \
@@ -643,7 +418,7 @@ impl Store for SqliteStore {
     }
 
     async fn renew_gateway_lease(&self, gateway: &GatewayId, until_ms: i64) -> StoreResult<bool> {
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         let renewed = sqlx::query("UPDATE gateways SET lease_expires_at_ms = $2 WHERE id = $1")
             .bind(gateway.as_str())
             .bind(until_ms)
@@ -653,7 +428,7 @@ impl Store for SqliteStore {
     }
 
     async fn sweep_dead_gateways(&self, before_ms: i64) -> StoreResult<u64> {
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         let mut tx = Connection::begin(&mut *connection).await?;
         let connections = sqlx::query(
             "DELETE FROM connections WHERE gateway_id IN (SELECT id FROM gateways WHERE lease_expires_at_ms < $1)",
@@ -699,7 +474,7 @@ impl Store for SqliteStore {
                 .collect(),
         )
         .to_string();
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         sqlx::query(
             "INSERT INTO mailbox_seen (user_id, seen_seq) \
              SELECT value ->> 0, MAX(value ->> 1) FROM json_each($1) GROUP BY value ->> 0 \
@@ -749,7 +524,7 @@ impl Store for SqliteStore {
     }
 
     async fn upsert_user(&self, user: &UserProfile, now_ms: i64) -> StoreResult<()> {
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         sqlx::query(
             "INSERT INTO users (id, first_name, last_name, privacy_mode, avatar, avatar_3d, company_name, company_title, updated_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -800,7 +575,7 @@ impl Store for SqliteStore {
         idempotency_before_ms: i64,
         history_before_ms: i64,
     ) -> StoreResult<u64> {
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         let events = sqlx::query("DELETE FROM outbox_events WHERE created_at_ms < $1")
             .bind(events_before_ms)
             .execute(&mut *connection)
@@ -817,7 +592,7 @@ impl Store for SqliteStore {
     }
 
     async fn apply_room_event(&self, event: &RoomEvent) -> StoreResult<RoomApplied> {
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         let mut tx = Connection::begin(&mut *connection).await?;
         let applied = calls::apply_room_event::<sqlx::Sqlite>(&mut tx, event).await?;
         tx.commit().await?;
@@ -842,7 +617,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<CallPage> {
         let page = calls::read_page(&self.readers, user, before, limit, now_ms).await?;
         if acknowledge {
-            let mut connection = self.writer.connection.lock().await;
+            let mut connection = self.writer.lock().await;
             sqlx::query(calls::ACKNOWLEDGE)
                 .bind(user.as_str())
                 .bind(now_ms)

@@ -34,8 +34,8 @@ use super::calls::{self, RoomApplied};
 use super::facts::{self, FactRow};
 use super::rows::{RequestRow, UserRow, avatar_3d_json, requests_from_rows, user_from_row};
 use super::{
-    EventRange, Followed, IdempotencyRecord, OpenedSocket, RecordedOutcome, Registration, Snapshot,
-    Store, StoreError, StoreResult, StoredEvent, Write, snapshot_from,
+    EventRange, Followed, IdempotencyRecord, OpenedSocket, Registration, Snapshot, Store,
+    StoreError, StoreResult, StoredEvent, Write, snapshot_from,
 };
 use crate::change::Facts;
 use crate::domain::{
@@ -305,12 +305,7 @@ impl Store for PostgresStore {
     }
 
     async fn record_refusal(&self, record: &IdempotencyRecord) -> StoreResult<bool> {
-        let (reply, code, message) = match &record.outcome {
-            RecordedOutcome::Reply(reply) => (Some(reply.as_slice()), None, None),
-            RecordedOutcome::Error { code, message } => {
-                (None, Some(i64::from(*code)), Some(message.as_str()))
-            }
-        };
+        let (reply, code, message) = record.outcome.columns();
         let done = sqlx::query(
             "INSERT INTO idempotency_records (user_id, key, operation, reply, error_code, error_message, created_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, key) DO NOTHING",

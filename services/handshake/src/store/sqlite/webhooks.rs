@@ -2,43 +2,14 @@
 //! connection (one process, one dispatcher: no claim can race another).
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteConnection;
 
 use super::SqliteStore;
 use crate::domain::{PushDevice, PushToken, UserId};
 use crate::store::StoreResult;
 use crate::store::webhooks::{
-    DELIVERY_COLUMNS, Delivery, DeliveryRow, NewDelivery, RetrySelection, Settle, WebhookStore,
+    DELIVERY_COLUMNS, Delivery, DeliveryRow, RetrySelection, Settle, WebhookStore,
     delivery_from_row,
 };
-
-/// Inserts a write's deliveries, inside its transaction. A `push.cancel` is kept only if its
-/// ring was handed to push.
-pub(super) async fn insert_deliveries(
-    connection: &mut SqliteConnection,
-    deliveries: &[NewDelivery],
-    now_ms: i64,
-) -> StoreResult<()> {
-    for delivery in deliveries {
-        sqlx::query(
-            "INSERT INTO webhook_deliveries (id, endpoint, event_type, payload, created_at_ms, next_attempt_at_ms, attempts, status) \
-             SELECT $1, $2, $3, $4, $5, $7, $8, 'pending' \
-             WHERE $6 IS NULL OR EXISTS (SELECT 1 FROM videochat_requests \
-                                         WHERE id = $6 AND push_handoff_at_ms IS NOT NULL)",
-        )
-        .bind(&delivery.id)
-        .bind(&delivery.endpoint)
-        .bind(delivery.event_type)
-        .bind(&delivery.payload)
-        .bind(now_ms)
-        .bind(delivery.only_if_pushed.as_ref().map(|r| r.as_str()))
-        .bind(delivery.leased_until_ms.unwrap_or(now_ms))
-        .bind(i64::from(delivery.leased_until_ms.is_some()))
-        .execute(&mut *connection)
-        .await?;
-    }
-    Ok(())
-}
 
 /// Forgets the delivered ones of a batch of outcomes.
 const DELIVERED: &str =
@@ -52,7 +23,7 @@ impl WebhookStore for SqliteStore {
         lease_until_ms: i64,
         limit: i64,
     ) -> StoreResult<Vec<Delivery>> {
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         let rows: Vec<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE webhook_deliveries SET next_attempt_at_ms = $2, attempts = attempts + 1 \
              WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' \
@@ -80,7 +51,7 @@ impl WebhookStore for SqliteStore {
             .filter(|(_, s)| *s == Settle::Delivered)
             .map(|(id, _)| id.clone())
             .collect();
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         if delivered.len() == settled.len() {
             // The usual case: one statement, no transaction around it.
             sqlx::query(DELIVERED)
@@ -143,7 +114,7 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn retry_deliveries(&self, which: &RetrySelection, now_ms: i64) -> StoreResult<u64> {
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         let done =
             match which {
                 RetrySelection::AllFailed => sqlx::query(
@@ -170,7 +141,7 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn prune_deliveries(&self, before_ms: i64) -> StoreResult<u64> {
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         let done = sqlx::query(
             "DELETE FROM webhook_deliveries WHERE status = 'failed' AND failed_at_ms < $1",
         )
@@ -186,7 +157,7 @@ impl WebhookStore for SqliteStore {
         device: &PushDevice,
         now_ms: i64,
     ) -> StoreResult<()> {
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         sqlx::query(
             "INSERT INTO push_devices (user_id, platform, token, voip, created_at_ms) \
              VALUES ($1, $2, $3, $4, $5) \
@@ -203,7 +174,7 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn unregister_push_device(&self, user: &UserId, token: &PushToken) -> StoreResult<bool> {
-        let mut connection = self.writer.connection.lock().await;
+        let mut connection = self.writer.lock().await;
         let done = sqlx::query("DELETE FROM push_devices WHERE user_id = $1 AND token = $2")
             .bind(user.as_str())
             .bind(token.as_str())
