@@ -61,7 +61,15 @@ async fn one_handshake_is_one_trace_from_frame_to_sql() {
         "warn",
     );
 
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let webhook_url = receiver.url();
+    let app = TestApp::spawn_with(Backend::Sqlite, |_, handshake| {
+        let w = &mut handshake.webhooks;
+        w.webhook_url = vec![webhook_url];
+        w.webhook_secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned().into());
+        w.webhook_poll_ms = 100;
+    })
+    .await;
     let mut alice = app.connect("alice").await;
     let mut bob = app.connect("bob").await;
     // The client joins its own trace through event.traceparent.
@@ -76,6 +84,8 @@ async fn one_handshake_is_one_trace_from_frame_to_sql() {
     let ring = ok(&response)["videochatRequestId"].clone();
     bob.event(REQUESTED).await;
     accept(&mut alice, &mut bob, &ring).await;
+    // call.requested and call.accepted.
+    receiver.until(2).await;
     app.stop().await;
     provider.force_flush().expect("flush");
     let spans = exporter.get_finished_spans().expect("spans");
@@ -168,4 +178,93 @@ async fn one_handshake_is_one_trace_from_frame_to_sql() {
                 && s.name == "videochat.handshake.v1.Handshake/AcceptVideochatRequest"
                 && s.span_kind == SpanKind::Server)
     );
+
+    // Each webhook sent is a client span of its own, naming the delivery, its event and the
+    // receiver's answer.
+    let sent = named(&spans, "webhook.deliver");
+    let requested = sent
+        .iter()
+        .find(|s| attr(s, "webhook.event").as_deref() == Some("call.requested"))
+        .expect("a webhook.deliver span for call.requested");
+    assert_eq!(requested.span_kind, SpanKind::Client);
+    assert!(
+        attr(requested, "webhook.id").is_some_and(|id| id.starts_with("msg_")),
+        "{requested:?}"
+    );
+    assert_eq!(
+        attr(requested, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert!(
+        sent.iter()
+            .any(|s| attr(s, "webhook.event").as_deref() == Some("call.accepted"))
+    );
+}
+
+/// A webhook receiver that answers 200 to every request and counts them (only the sending side's
+/// spans are checked here; `webhooks.rs` verifies what is sent).
+struct Receiver {
+    addr: std::net::SocketAddr,
+    received: tokio::sync::watch::Receiver<usize>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (count, received) = tokio::sync::watch::channel(0usize);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    // One request per connection: read the head and the body it announces.
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let Ok(n) = socket.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                        if let Some(head_end) = text.find("\r\n\r\n") {
+                            let length = text[..head_end]
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if request.len() >= head_end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    count.send_modify(|n| *n += 1);
+                });
+            }
+        });
+        Self { addr, received }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hooks", self.addr)
+    }
+
+    async fn until(&self, n: usize) {
+        let mut received = self.received.clone();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            received.wait_for(|got| *got >= n),
+        )
+        .await
+        .expect("webhooks received in time")
+        .unwrap();
+    }
 }
