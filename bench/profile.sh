@@ -10,7 +10,9 @@
 #   perf.data        the raw samples, for `perf report -i …`
 #
 # Knobs: PROFILE_TARGET (sqlite | postgres | peer; sqlite), BENCH_DURATION_S (10), BENCH_PAIRS
-# (50), BENCH_POSTGRES_URL, BENCH_PORT (18480), VIDEOCHAT_BIN, PROFILE_FREQ (999 Hz).
+# (50), BENCH_POSTGRES_URL, BENCH_PORT (18480), VIDEOCHAT_BIN, PROFILE_FREQ (999 Hz),
+# PROFILE_WEBHOOKS=1 (ours with call-status webhooks on, sent to the load generator's sink on
+# BENCH_PORT+4, as bench.sh's "-webhooks" targets do; the sink shows up as its own process).
 # PROFILE_FRAME_POINTERS=1 builds the server and load generator with frame pointers into
 # target/profiling first (a full release build, minutes on two cores): without them, stacks
 # through our code are cut short, since release builds omit frame pointers and `-g` walks them.
@@ -50,6 +52,7 @@ if ! [ -x "$tools/bin/inferno-flamegraph" ]; then
 fi
 
 server_pid=""
+sink_pid=""
 database=""
 scratch="$(mktemp -d)"
 cleanup() {
@@ -58,6 +61,7 @@ cleanup() {
     for _ in $(seq 1 100); do kill -0 "$server_pid" 2> /dev/null || break; sleep 0.1; done
     kill -KILL "$server_pid" 2> /dev/null || true
   fi
+  [ -z "$sink_pid" ] || kill -TERM "$sink_pid" 2> /dev/null || true
   [ -z "$database" ] || psql "$PG_URL" -qc "DROP DATABASE IF EXISTS $database WITH (FORCE)" > /dev/null 2>&1 || true
   rm -rf "$scratch"
 }
@@ -75,10 +79,17 @@ case "$TARGET" in
       psql "$PG_URL" -qc "CREATE DATABASE $database" > /dev/null
       database_url="${PG_URL%/*}/$database"
     fi
+    webhooks=()
+    if [ "${PROFILE_WEBHOOKS:-0}" = 1 ]; then
+      "$LOADGEN" sink --addr "127.0.0.1:$((PORT + 4))" > "$out/sink.log" 2>&1 &
+      sink_pid=$!
+      webhooks=(VIDEOCHAT_WEBHOOK_URL="http://127.0.0.1:$((PORT + 4))/hook"
+        VIDEOCHAT_WEBHOOK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    fi
     VIDEOCHAT_WS_ADDR="127.0.0.1:$PORT" VIDEOCHAT_GRPC_ADDR="127.0.0.1:$((PORT + 1))" \
     VIDEOCHAT_METRICS_ADDR="127.0.0.1:$((PORT + 2))" DATABASE_URL="$database_url" \
     VIDEOCHAT_RATE_LIMIT_PER_S=1000000 VIDEOCHAT_RATE_LIMIT_BURST=1000000 RUST_LOG=warn \
-      "$SERVER" serve > "$out/server.log" 2>&1 &
+      env "${webhooks[@]}" "$SERVER" serve > "$out/server.log" 2>&1 &
     server_pid=$!
     ;;
   peer)
@@ -127,10 +138,11 @@ perf report -i "$out/perf.data" --sort comm --stdio -g none --percent-limit 0.5 
 # Samples per process: the server and the load generator by pid (both name their threads
 # tokio-runtime-w), every other process by its name; swapper is idle time.
 perf script -i "$out/perf.data" -F pid,comm 2> /dev/null |
-  awk -v server="$server_pid" -v loadgen="$loadgen_pid" -v target="$TARGET" '
+  awk -v server="$server_pid" -v loadgen="$loadgen_pid" -v sink="${sink_pid:--1}" -v target="$TARGET" '
     { pid = $NF; $NF = ""; comm = $0; gsub(/^ +| +$/, "", comm)
       if (pid == server) name = (target == "peer" ? "socketio-peer (node)" : "videochat serve")
       else if (pid == loadgen) name = "videochat-loadgen"
+      else if (pid == sink) name = "webhook sink"
       else if (pid == 0) name = "idle (swapper)"
       else name = comm
       count[name]++; total++ }
