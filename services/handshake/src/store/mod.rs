@@ -147,6 +147,32 @@ pub struct Write<'a> {
     pub outbound: &'a Outbound,
 }
 
+impl Write<'_> {
+    /// The write, owned: for a committer that outlives the caller's borrow (SQLite's committer
+    /// thread, Postgres's batched statement).
+    pub(crate) fn to_owned_write(&self) -> OwnedWrite {
+        OwnedWrite {
+            change: self.change.clone(),
+            events: self.events.to_vec(),
+            record: self.record.cloned(),
+            traceparent: self.traceparent.to_owned(),
+            now_ms: self.now_ms,
+            outbound: self.outbound.clone(),
+        }
+    }
+}
+
+/// An owned [`Write`].
+#[derive(Clone, Debug)]
+pub(crate) struct OwnedWrite {
+    pub change: Change,
+    pub events: Vec<NewEvent>,
+    pub record: Option<IdempotencyRecord>,
+    pub traceparent: String,
+    pub now_ms: i64,
+    pub outbound: Outbound,
+}
+
 /// An event read back from the outbox.
 #[derive(Clone, Debug)]
 pub struct StoredEvent {

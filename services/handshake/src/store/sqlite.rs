@@ -223,12 +223,7 @@ impl Store for SqliteStore {
     async fn apply(&self, write: &Write<'_>) -> StoreResult<Vec<u64>> {
         let (done, result) = oneshot::channel();
         self.committer.submit(Waiting {
-            change: write.change.clone(),
-            events: write.events.to_vec(),
-            record: write.record.cloned(),
-            traceparent: write.traceparent.to_owned(),
-            now_ms: write.now_ms,
-            outbound: write.outbound.clone(),
+            write: write.to_owned_write(),
             done,
         });
         // The committer answers every write it takes; a dropped answer means it stopped with

@@ -18,19 +18,12 @@ use sqlx::PgPool;
 
 use super::Announce;
 use super::batch::Run;
-use crate::change::{Change, IdempotencyRecord, RecordedOutcome};
+use crate::change::{IdempotencyRecord, RecordedOutcome};
 use crate::domain::VideochatRequest;
-use crate::store::{NewEvent, Outbound, StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult};
 
 /// One operation's write.
-pub(in crate::store) struct ApplyJob {
-    pub change: Change,
-    pub events: Vec<NewEvent>,
-    pub record: Option<IdempotencyRecord>,
-    pub traceparent: String,
-    pub now_ms: i64,
-    pub outbound: Outbound,
-}
+pub(in crate::store) type ApplyJob = crate::store::OwnedWrite;
 
 /// The statement's CTEs but the webhooks' (below).
 macro_rules! apply_ctes {

@@ -292,16 +292,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(name = "store.apply", skip_all, fields(db.system = "postgresql", otel.kind = "client"))]
     async fn apply(&self, write: &Write<'_>) -> StoreResult<Vec<u64>> {
-        self.applies
-            .submit(ApplyJob {
-                change: write.change.clone(),
-                events: write.events.to_vec(),
-                record: write.record.cloned(),
-                traceparent: write.traceparent.to_owned(),
-                now_ms: write.now_ms,
-                outbound: write.outbound.clone(),
-            })
-            .await
+        self.applies.submit(write.to_owned_write()).await
     }
 
     async fn record_refusal(&self, record: &IdempotencyRecord) -> StoreResult<bool> {

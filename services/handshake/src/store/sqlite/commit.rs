@@ -25,19 +25,13 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use sqlx::sqlite::SqliteConnection;
 use tokio::sync::{Mutex, oneshot};
 
-use crate::change::Change;
 use crate::domain::VideochatRequest;
 use crate::store::webhooks::NewDelivery;
-use crate::store::{IdempotencyRecord, NewEvent, Outbound, StoreError, StoreResult};
+use crate::store::{IdempotencyRecord, OwnedWrite, StoreError, StoreResult};
 
-/// A write handed to the committer, owned so that it outlives the caller's borrow.
+/// A write handed to the committer, and where its answer goes.
 pub(super) struct Waiting {
-    pub change: Change,
-    pub events: Vec<NewEvent>,
-    pub record: Option<IdempotencyRecord>,
-    pub traceparent: String,
-    pub now_ms: i64,
-    pub outbound: Outbound,
+    pub write: OwnedWrite,
     pub done: oneshot::Sender<StoreResult<Vec<u64>>>,
 }
 
@@ -182,7 +176,7 @@ fn commit_batch(
         let mut tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
         if let [only] = batch {
-            let result = write_one(&tx, only, origin);
+            let result = write_one(&tx, &only.write, origin);
             let written = result.is_ok();
             results.push(result);
             if written {
@@ -192,7 +186,7 @@ fn commit_batch(
         }
         for waiting in batch {
             let savepoint = tx.savepoint()?;
-            let result = write_one(&savepoint, waiting, origin);
+            let result = write_one(&savepoint, &waiting.write, origin);
             if result.is_ok() {
                 savepoint.commit()?;
             } else {
@@ -221,7 +215,7 @@ fn commit_batch(
 }
 
 /// One write's statements, inside the committer's transaction.
-fn write_one(connection: &Connection, write: &Waiting, origin: &str) -> StoreResult<Vec<u64>> {
+fn write_one(connection: &Connection, write: &OwnedWrite, origin: &str) -> StoreResult<Vec<u64>> {
     let change = &write.change;
     let now = write.now_ms;
     // The videochat first: the finished ring names it, and a ring that was no longer pending
@@ -310,7 +304,11 @@ fn write_one(connection: &Connection, write: &Waiting, origin: &str) -> StoreRes
 
 /// Takes the next positions of each recipient's mailbox and appends the events there; returns
 /// each event's position, in the order of `write.events`.
-fn append_events(connection: &Connection, write: &Waiting, origin: &str) -> StoreResult<Vec<u64>> {
+fn append_events(
+    connection: &Connection,
+    write: &OwnedWrite,
+    origin: &str,
+) -> StoreResult<Vec<u64>> {
     let mut recipients: Vec<(&str, i64)> = Vec::new();
     for event in &write.events {
         match recipients
@@ -428,9 +426,10 @@ mod tests {
     use sqlx::sqlite::SqliteConnectOptions;
 
     use super::*;
-    use crate::change::{Finish, RecordedOutcome};
+    use crate::change::{Change, Finish, RecordedOutcome};
     use crate::domain::{IdempotencyKey, RequestId, RequestKind, RequestStatus, UserId};
     use crate::engine::EngineKind;
+    use crate::store::{NewEvent, Outbound};
 
     /// A migrated database file of its own, opened as the committer opens it.
     async fn database(name: &str) -> (tempfile_path::Path, Connection) {
@@ -507,12 +506,14 @@ mod tests {
             created_at_ms: 1_000,
         });
         let write = Waiting {
-            change,
-            events,
-            record,
-            traceparent: String::new(),
-            now_ms: 1_000,
-            outbound: Outbound::default(),
+            write: OwnedWrite {
+                change,
+                events,
+                record,
+                traceparent: String::new(),
+                now_ms: 1_000,
+                outbound: Outbound::default(),
+            },
             done,
         };
         (write, answer)
