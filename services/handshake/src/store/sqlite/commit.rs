@@ -106,7 +106,7 @@ impl Drop for Committer {
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(path)?;
     // The same settings as the store's sqlx connections: every commit is on disk before it is
-    // answered; rings reference users and videochats.
+    // answered; rings and participants reference their videochat.
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "foreign_keys", true)?;
