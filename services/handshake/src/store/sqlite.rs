@@ -79,7 +79,13 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         // The committer opens the same file with a connection of its own.
-        if options.get_filename().starts_with("file:sqlx-in-memory-") {
+        // (sqlx names `:memory:` so; `mode=memory` keeps the name given.)
+        let in_memory = options
+            .get_filename()
+            .to_string_lossy()
+            .starts_with("file:sqlx-in-memory-")
+            || url.contains("mode=memory");
+        if in_memory {
             return Err(StoreError::Url(format!(
                 "{url}: an in-memory SQLite database cannot be shared by the store's \
                  connections; name a file (sqlite://path/to/videochat.db)"
@@ -759,6 +765,19 @@ mod tests {
                 !plan.contains("SCAN videochat_requests") && !plan.contains("SCAN r "),
                 "{name} scans every ring:\n{plan}"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused_with_a_clear_error() {
+        for url in ["sqlite::memory:", "sqlite://videochat.db?mode=memory"] {
+            match SqliteStore::connect(url, "test").await {
+                Err(StoreError::Url(message)) => {
+                    assert!(message.contains("in-memory"), "{url}: {message}")
+                }
+                Err(other) => panic!("{url} refused for another reason: {other}"),
+                Ok(_) => panic!("{url}: an in-memory database was accepted"),
+            }
         }
     }
 
