@@ -83,6 +83,9 @@ pub struct Facts {
     /// empty unless a push webhook is configured, so without one an unavailable target is
     /// refused exactly as before.
     pub target_devices: Vec<PushDevice>,
+    /// The devices the ring in `request` was handed to push for (its `push.ring`); `None` if
+    /// it was not pushed. Its end sends them a `push.cancel`.
+    pub request_pushed_to: Option<Vec<PushDevice>>,
 }
 
 impl Facts {

@@ -236,7 +236,7 @@ impl Handshake {
         if !outbound.deliveries.is_empty()
             && let Some(webhooks) = &self.webhooks
         {
-            webhooks.committed(outbound, now);
+            webhooks.committed(outbound, traceparent, now);
         }
         for ((event, row), seq) in events.iter_mut().zip(&rows).zip(positions) {
             event.seq = seq;
@@ -420,9 +420,15 @@ impl Handshake {
                 users.push(profile);
             }
         }
+        let request_pushed_to = if self.push_enabled() {
+            self.store.pushed_devices(&ring.id).await?
+        } else {
+            None
+        };
         Ok(crate::change::Facts {
             users,
             request: Some(ring.clone()),
+            request_pushed_to,
             ..crate::change::Facts::default()
         })
     }

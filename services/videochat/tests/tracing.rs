@@ -195,10 +195,19 @@ async fn one_handshake_is_one_trace_from_frame_to_sql() {
         attr(requested, "http.response.status_code").as_deref(),
         Some("200")
     );
-    assert!(
-        sent.iter()
-            .any(|s| attr(s, "webhook.event").as_deref() == Some("call.accepted"))
-    );
+    // Linked to the request that caused it, as the ring's delivery is.
+    let links_to = |span: &SpanData, trace| {
+        span.links
+            .links
+            .iter()
+            .any(|l| l.span_context.trace_id() == trace)
+    };
+    assert!(links_to(requested, trace), "{requested:?}");
+    let accepted = sent
+        .iter()
+        .find(|s| attr(s, "webhook.event").as_deref() == Some("call.accepted"))
+        .expect("a webhook.deliver span for call.accepted");
+    assert!(links_to(accepted, accept_trace), "{accepted:?}");
 }
 
 /// A webhook receiver that answers 200 to every request and counts them (only the sending side's

@@ -611,10 +611,17 @@ async fn an_offline_callee_with_a_device_is_rung_through_push(backend: Backend) 
     );
     assert!(data["expiresAt"].as_i64().unwrap() > answered_at);
 
-    // The app wakes, connects, is shown the ring and accepts.
+    // The app wakes, connects, is shown the ring, registers a second device meanwhile, and
+    // accepts.
     let mut bob = app.connect("bob").await;
     let shown = bob.event(REQUESTED).await;
     assert_eq!(shown["data"]["videochatRequestId"], request);
+    ok(&bob
+        .request(
+            "videochat:registerPushDevice",
+            json!({ "platform": "fcm", "token": "later-device", "voip": false }),
+        )
+        .await);
     let (_, for_alice) = accept(&mut alice, &mut bob, &request).await;
     assert_eq!(for_alice["identity"], "alice");
     let received = receiver
@@ -625,16 +632,23 @@ async fn an_offline_callee_with_a_device_is_rung_through_push(backend: Backend) 
     let cancel = &of_type(&received, "push.cancel", &request)[0]["payload"]["data"];
     assert_eq!(cancel["reason"], "accepted");
     assert_eq!(cancel["userId"], "bob");
+    // Exactly the devices the ring woke: the one registered after it never rang.
+    assert_eq!(cancel["devices"], data["devices"]);
     assert!(received.iter().all(|r| r["verified"] == true));
     app.stop().await;
 }
 
-/// A pushed ring the caller withdraws sends `push.cancel`; a ring that was not pushed (bob
-/// online) sends none.
+/// A pushed ring the caller withdraws sends `push.cancel` naming the devices it woke; a ring
+/// that was not pushed (bob online) sends none; a pushed ring nobody answers sends one when it
+/// times out.
 async fn a_cancelled_push_ring_sends_push_cancel(backend: Backend) {
     let receiver = Receiver::start(0).await;
     let push = receiver.url("/push");
-    let app = spawn(backend, |_, h| webhooks(h, None, Some(push))).await;
+    let app = spawn(backend, |_, h| {
+        webhooks(h, None, Some(push));
+        h.ring_timeout_s = 2.0;
+    })
+    .await;
     bob_registers_and_leaves(&app).await;
     let mut alice = app.connect("alice").await;
     let request = ok(&alice
@@ -655,9 +669,11 @@ async fn a_cancelled_push_ring_sends_push_cancel(backend: Backend) {
             !of_type(r, "push.cancel", &request).is_empty()
         })
         .await;
+    let cancel = &of_type(&received, "push.cancel", &request)[0]["payload"]["data"];
+    assert_eq!(cancel["reason"], "cancelled");
     assert_eq!(
-        of_type(&received, "push.cancel", &request)[0]["payload"]["data"]["reason"],
-        "cancelled"
+        cancel["devices"],
+        json!([{ "platform": "apns", "token": "a1b2c3", "voip": true }])
     );
 
     // Bob online: an ordinary ring, no push either way.
@@ -697,6 +713,17 @@ async fn a_cancelled_push_ring_sends_push_cancel(backend: Backend) {
             .all(|r| r["payload"]["data"]["videochatRequestId"] != online),
         "the online ring was not pushed: {received:#?}"
     );
+    // Nobody answers it: its timeout cancels the devices it woke.
+    let received = receiver
+        .until(DEADLINE, |r| !of_type(r, "push.cancel", &later).is_empty())
+        .await;
+    let cancel = &of_type(&received, "push.cancel", &later)[0]["payload"]["data"];
+    assert_eq!(cancel["reason"], "timeout");
+    assert_eq!(
+        cancel["devices"],
+        of_type(&received, "push.ring", &later)[0]["payload"]["data"]["devices"]
+    );
+    assert!(received.iter().all(|r| r["verified"] == true));
     app.stop().await;
 }
 

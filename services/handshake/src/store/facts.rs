@@ -13,6 +13,7 @@ use crate::domain::{
 use crate::machine::{Command, INVITE_WINDOW_MS, MAX_RING_PARTICIPANTS};
 
 use super::rows::{participant_from_row, request_from_row, user_from_row, videochat_from_row};
+use super::webhooks::decode_devices;
 use super::{StoreError, StoreResult};
 
 /// One tagged row: fact, texts a–g, integers n1–n2, blob.
@@ -54,7 +55,7 @@ macro_rules! user_fact {
 macro_rules! request_fact {
     () => {
         "SELECT 'request', id, kind, initiator_id, target_id, videochat_id, engine, status, \
-         created_at_ms, expires_at_ms, NULL FROM videochat_requests"
+         created_at_ms, expires_at_ms, push_devices FROM videochat_requests"
     };
 }
 
@@ -326,6 +327,8 @@ pub(super) fn facts_from_rows(
                 ))?,
             )),
             "request" => {
+                // The devices its `push.ring` woke, if it was pushed: its end cancels them.
+                facts.request_pushed_to = blob.as_deref().map(decode_devices).transpose()?;
                 facts.request = Some(request_from_row((
                     a.unwrap_or_default(),
                     b.unwrap_or_default(),

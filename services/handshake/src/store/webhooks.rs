@@ -7,10 +7,13 @@
 //! [`crate::webhooks::dispatcher`] and the admin RPCs. Both backends implement
 //! [`WebhookStore`] (Postgres in `postgres/webhooks.rs`, SQLite in `sqlite/webhooks.rs`).
 
-use async_trait::async_trait;
+use std::borrow::Cow;
 
-use super::StoreResult;
-use crate::domain::{PushDevice, PushToken, RequestId, UserId};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{StoreError, StoreResult};
+use crate::domain::{PushDevice, PushPlatform, PushToken, RequestId, UserId};
 
 /// A webhook to send, written with the change that causes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,9 +24,6 @@ pub struct NewDelivery {
     pub event_type: &'static str,
     /// The body to sign and send (JSON).
     pub payload: String,
-    /// Written only if this ring was handed to push (`push.cancel`: a ring nobody's phone was
-    /// woken for needs no cancel). The store knows; the decision does not.
-    pub only_if_pushed: Option<RequestId>,
     /// Written already claimed until then, by the replica that will send it right after the
     /// commit (counted as attempted once); `None`: due at once, for any dispatcher to claim.
     pub leased_until_ms: Option<i64>,
@@ -33,15 +33,64 @@ pub struct NewDelivery {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outbound {
     pub deliveries: Vec<NewDelivery>,
-    /// The change's new ring was handed to the push sender (recorded on the ring, so that its
-    /// end sends a `push.cancel`).
-    pub push_handoff: bool,
+    /// The devices the change's new ring was handed to the push sender for (`push.ring`). They
+    /// are recorded on the ring, so that its end sends them a `push.cancel`.
+    pub push_handoff: Option<Vec<PushDevice>>,
 }
 
 impl Outbound {
     pub fn is_empty(&self) -> bool {
-        self.deliveries.is_empty() && !self.push_handoff
+        self.deliveries.is_empty() && self.push_handoff.is_none()
     }
+}
+
+/// A device as `push.ring` and `push.cancel` name it, and as a pushed ring keeps it
+/// (`videochat_requests.push_devices`).
+#[derive(Serialize, Deserialize)]
+struct DeviceJson<'a> {
+    #[serde(borrow)]
+    platform: Cow<'a, str>,
+    #[serde(borrow)]
+    token: Cow<'a, str>,
+    voip: bool,
+}
+
+/// `devices` as the push webhooks list them: `[{"platform", "token", "voip"}]`.
+pub fn devices_json(devices: &[PushDevice]) -> serde_json::Value {
+    let list: Vec<DeviceJson<'_>> = devices
+        .iter()
+        .map(|d| DeviceJson {
+            platform: Cow::Borrowed(d.platform.as_str()),
+            token: Cow::Borrowed(d.token.as_str()),
+            voip: d.voip,
+        })
+        .collect();
+    serde_json::to_value(list).expect("devices serialize")
+}
+
+/// The devices a pushed ring keeps, as stored.
+pub(super) fn encode_devices(devices: &[PushDevice]) -> Vec<u8> {
+    devices_json(devices).to_string().into_bytes()
+}
+
+/// The devices a pushed ring kept.
+pub(super) fn decode_devices(bytes: &[u8]) -> StoreResult<Vec<PushDevice>> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: "videochat_requests",
+        detail,
+    };
+    let list: Vec<DeviceJson<'_>> =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("push_devices: {e}")))?;
+    list.into_iter()
+        .map(|d| {
+            Ok(PushDevice {
+                platform: PushPlatform::parse(&d.platform)
+                    .ok_or_else(|| corrupt(format!("unknown platform {:?}", d.platform)))?,
+                token: PushToken::parse(d.token).map_err(|e| corrupt(e.to_string()))?,
+                voip: d.voip,
+            })
+        })
+        .collect()
 }
 
 /// A delivery row as the dispatcher and the admin RPCs see it.
@@ -57,6 +106,9 @@ pub struct Delivery {
     /// When an operator last retried it after it failed: its age counts from then.
     pub retried_at_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// The W3C traceparent of the request that caused it (empty: none): each attempt's span is
+    /// a child of that request's.
+    pub traceparent: String,
 }
 
 impl Delivery {
@@ -128,9 +180,38 @@ pub trait WebhookStore: Send + Sync {
 
     /// Forgets a device; false if the user had no device with that token.
     async fn unregister_push_device(&self, user: &UserId, token: &PushToken) -> StoreResult<bool>;
+
+    /// The devices `request` was handed to push for, `None` if it was not pushed (the end of a
+    /// ring read outside the load queries: a timeout, a room that finished).
+    async fn pushed_devices(&self, request: &RequestId) -> StoreResult<Option<Vec<PushDevice>>>;
 }
 
-/// A delivery row: id, endpoint, event type, payload, created, attempts, retried, last error.
+/// The devices `request` was handed to push for ([`WebhookStore::pushed_devices`]); the same
+/// SQL on both backends.
+pub(super) async fn pushed_devices_of<DB>(
+    pool: &sqlx::Pool<DB>,
+    request: &RequestId,
+) -> StoreResult<Option<Vec<PushDevice>>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> (Option<Vec<u8>>,): sqlx::FromRow<'r, DB::Row>,
+{
+    let row: Option<(Option<Vec<u8>>,)> =
+        sqlx::query_as("SELECT push_devices FROM videochat_requests WHERE id = $1")
+            .bind(request.as_str())
+            .fetch_optional(pool)
+            .await?;
+    row.and_then(|(devices,)| devices)
+        .as_deref()
+        .map(decode_devices)
+        .transpose()
+}
+
+/// A delivery row: id, endpoint, event type, payload, created, attempts, retried, last error,
+/// traceparent.
 pub(super) type DeliveryRow = (
     String,
     String,
@@ -140,10 +221,21 @@ pub(super) type DeliveryRow = (
     i64,
     Option<i64>,
     Option<String>,
+    String,
 );
 
 pub(super) fn delivery_from_row(
-    (id, endpoint, event_type, payload, created_at_ms, attempts, retried_at_ms, last_error): DeliveryRow,
+    (
+        id,
+        endpoint,
+        event_type,
+        payload,
+        created_at_ms,
+        attempts,
+        retried_at_ms,
+        last_error,
+        traceparent,
+    ): DeliveryRow,
 ) -> Delivery {
     Delivery {
         id,
@@ -154,9 +246,50 @@ pub(super) fn delivery_from_row(
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         retried_at_ms,
         last_error,
+        traceparent,
     }
 }
 
 /// The columns of [`DeliveryRow`], in order.
-pub(super) const DELIVERY_COLUMNS: &str =
-    "id, endpoint, event_type, payload, created_at_ms, attempts, retried_at_ms, last_error";
+pub(super) const DELIVERY_COLUMNS: &str = "id, endpoint, event_type, payload, created_at_ms, attempts, retried_at_ms, last_error, traceparent";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pushed_rings_devices_round_trip_and_a_corrupt_list_is_an_error() {
+        let devices = vec![
+            PushDevice {
+                platform: PushPlatform::Apns,
+                token: PushToken::parse("tok \"quoted\" \\ é").unwrap(),
+                voip: true,
+            },
+            PushDevice {
+                platform: PushPlatform::Webpush,
+                token: PushToken::parse("https://push.example/abc").unwrap(),
+                voip: false,
+            },
+        ];
+        assert_eq!(decode_devices(&encode_devices(&devices)).unwrap(), devices);
+        assert_eq!(decode_devices(b"[]").unwrap(), vec![]);
+        for corrupt in [
+            &b"not json"[..],
+            br#"[{"platform": "sms", "token": "t", "voip": true}]"#,
+            br#"[{"platform": "fcm", "token": "", "voip": true}]"#,
+            br#"[{"platform": "fcm"}]"#,
+        ] {
+            assert!(
+                matches!(
+                    decode_devices(corrupt),
+                    Err(StoreError::Corrupt {
+                        table: "videochat_requests",
+                        ..
+                    })
+                ),
+                "{}",
+                String::from_utf8_lossy(corrupt)
+            );
+        }
+    }
+}

@@ -339,6 +339,10 @@ async fn deliver(attempts: Arc<Attempts>, delivery: Delivery, slot: OwnedSemapho
         webhook.attempt = delivery.attempts,
         http.response.status_code = tracing::field::Empty,
     );
+    // Linked to the request whose change wrote it, as the events that change caused are: a
+    // trace of the call leads to its webhooks, and an attempt made hours later (a retry) does
+    // not stretch that trace over hours.
+    videochat_telemetry::link_to_traceparent(&span, &delivery.traceparent);
     async {
         metrics::counter!("videochat_webhook_attempts_total", "event" => event).increment(1);
         let started = Instant::now();

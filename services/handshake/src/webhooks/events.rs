@@ -18,7 +18,7 @@ use crate::domain::{
     RequestId, RequestKind, RequestStatus, UserId, UserProfile, VideochatId, VideochatRequest,
 };
 use crate::store::Outbound;
-use crate::store::webhooks::NewDelivery;
+use crate::store::webhooks::{NewDelivery, devices_json};
 
 /// A direct ring started.
 pub const CALL_REQUESTED: &str = "call.requested";
@@ -84,25 +84,21 @@ pub fn outbound(routes: &Routes, change: &Change, facts: &Facts, now_ms: i64) ->
             };
             for endpoint in &routes.call_endpoints {
                 out.deliveries
-                    .push(delivery(endpoint, event, &data, now_ms, None));
+                    .push(delivery(endpoint, event, &data, now_ms));
             }
         }
-        if let Some(endpoint) = &routes.push_endpoint {
+        // Only a ring nobody's phone was woken for needs no cancel.
+        if let Some(endpoint) = &routes.push_endpoint
+            && let Some(devices) = &facts.request_pushed_to
+        {
             let data = json!({
                 "videochatRequestId": ring.id,
                 "userId": ring.target,
                 "reason": reason,
+                "devices": devices_json(devices),
             });
-            let Value::Object(data) = data else {
-                unreachable!("json! of an object")
-            };
-            out.deliveries.push(delivery(
-                endpoint,
-                PUSH_CANCEL,
-                &data,
-                now_ms,
-                Some(ring.id.clone()),
-            ));
+            out.deliveries
+                .push(delivery(endpoint, PUSH_CANCEL, &data, now_ms));
         }
     }
     if let Some(ring) = &change.new_request {
@@ -114,20 +110,13 @@ pub fn outbound(routes: &Routes, change: &Change, facts: &Facts, now_ms: i64) ->
             let data = CallData::new(ring, facts, ring.videochat_id.as_ref());
             for endpoint in &routes.call_endpoints {
                 out.deliveries
-                    .push(delivery(endpoint, event, &data, now_ms, None));
+                    .push(delivery(endpoint, event, &data, now_ms));
             }
         }
         if let Some(endpoint) = &routes.push_endpoint
             && !facts.target_available
             && !facts.target_devices.is_empty()
         {
-            let devices: Vec<Value> = facts
-                .target_devices
-                .iter()
-                .map(|d| {
-                    json!({ "platform": d.platform.as_str(), "token": d.token.as_str(), "voip": d.voip })
-                })
-                .collect();
             let mut data = Map::new();
             data.insert("videochatRequestId".into(), json!(ring.id));
             data.insert("kind".into(), json!(ring.kind.as_str()));
@@ -139,11 +128,11 @@ pub fn outbound(routes: &Routes, change: &Change, facts: &Facts, now_ms: i64) ->
                 "caller".into(),
                 user_simple(&facts.profile(&ring.initiator)),
             );
-            data.insert("devices".into(), Value::Array(devices));
+            data.insert("devices".into(), devices_json(&facts.target_devices));
             data.insert("expiresAt".into(), json!(ring.expires_at_ms));
             out.deliveries
-                .push(delivery(endpoint, PUSH_RING, &data, now_ms, None));
-            out.push_handoff = true;
+                .push(delivery(endpoint, PUSH_RING, &data, now_ms));
+            out.push_handoff = Some(facts.target_devices.clone());
         }
     }
     out
@@ -232,7 +221,6 @@ fn delivery(
     event: &'static str,
     data: &impl Serialize,
     now_ms: i64,
-    only_if_pushed: Option<crate::domain::RequestId>,
 ) -> NewDelivery {
     let body = Body {
         event,
@@ -244,7 +232,6 @@ fn delivery(
         endpoint: endpoint.to_owned(),
         event_type: event,
         payload: serde_json::to_string(&body).expect("a webhook body serializes"),
-        only_if_pushed,
         leased_until_ms: None,
     }
 }
@@ -347,7 +334,10 @@ mod tests {
         let facts = facts(true, 0);
         let decision = decide_request(&facts).unwrap();
         let out = outbound(&routes(), &decision.change, &facts, 1_000);
-        assert!(!out.push_handoff, "the target has a socket: no push");
+        assert!(
+            out.push_handoff.is_none(),
+            "the target has a socket: no push"
+        );
         let kinds: Vec<_> = out
             .deliveries
             .iter()
@@ -376,7 +366,7 @@ mod tests {
         let offline = facts(false, 2);
         let decision = decide_request(&offline).unwrap();
         let out = outbound(&routes(), &decision.change, &offline, 1_000);
-        assert!(out.push_handoff);
+        assert_eq!(out.push_handoff.as_ref(), Some(&offline.target_devices));
         let push = out
             .deliveries
             .iter()
@@ -399,7 +389,7 @@ mod tests {
     }
 
     #[test]
-    fn a_ring_end_names_its_reason_and_asks_for_a_push_cancel_if_it_was_pushed() {
+    fn a_ring_end_names_its_reason_and_cancels_the_devices_its_push_woke() {
         let mut facts = facts(true, 0);
         let ring = VideochatRequest {
             id: RequestId::parse("vcr_1").unwrap(),
@@ -421,17 +411,48 @@ mod tests {
             now_ms: 1_000,
         };
         let expired = machine::expire(&ctx, &ring);
+        // Not pushed: no cancel.
+        let out = outbound(&routes(), &expired.change, &facts, 1_000);
+        let kinds: Vec<_> = out.deliveries.iter().map(|d| d.event_type).collect();
+        assert_eq!(kinds, vec![CALL_MISSED, CALL_MISSED]);
+        assert_eq!(body(&out.deliveries[0])["data"]["reason"], "timeout");
+        // Pushed: a cancel naming the devices the ring woke, exactly as push.ring listed them.
+        facts.request_pushed_to = Some(self::facts(false, 2).target_devices);
         let out = outbound(&routes(), &expired.change, &facts, 1_000);
         let kinds: Vec<_> = out.deliveries.iter().map(|d| d.event_type).collect();
         assert_eq!(kinds, vec![CALL_MISSED, CALL_MISSED, PUSH_CANCEL]);
-        assert_eq!(body(&out.deliveries[0])["data"]["reason"], "timeout");
+        let cancel = body(&out.deliveries[2]);
+        assert_eq!(out.deliveries[2].endpoint, "http://push/h");
         assert_eq!(
-            out.deliveries[2]
-                .only_if_pushed
-                .as_ref()
-                .map(|r| r.as_str()),
-            Some("vcr_1")
+            cancel,
+            json!({
+                "type": "push.cancel",
+                "timestamp": 1_000,
+                "data": {
+                    "videochatRequestId": "vcr_1",
+                    "userId": "bob",
+                    "reason": "timeout",
+                    "devices": [
+                        {"platform": "apns", "token": "tok0", "voip": true},
+                        {"platform": "apns", "token": "tok1", "voip": true},
+                    ],
+                },
+            })
         );
+        let rung = outbound(
+            &routes(),
+            &decide_request(&self::facts(false, 2)).unwrap().change,
+            &self::facts(false, 2),
+            1_000,
+        );
+        let ring_body = body(
+            rung.deliveries
+                .iter()
+                .find(|d| d.event_type == PUSH_RING)
+                .unwrap(),
+        );
+        assert_eq!(cancel["data"]["devices"], ring_body["data"]["devices"]);
+        facts.request_pushed_to = None;
         // Accepted: the new videochat is named.
         facts.request.as_mut().unwrap().expires_at_ms = 10_000;
         let accepted = machine::accept(&facts, &ctx, &id("bob")).unwrap();

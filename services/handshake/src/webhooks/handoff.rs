@@ -3,11 +3,8 @@
 //!
 //! A delivery is written already claimed by the replica that writes it (`next_attempt_at_ms` a
 //! lease ahead) and handed to this replica's dispatcher in memory after the commit, so the usual
-//! delivery costs one insert (in the change's statement) and one update (delivered) — no claim
+//! delivery costs one insert (in the change's statement) and one delete (delivered) — no claim
 //! query. If this replica dies first, the lease runs out and any replica's dispatcher claims it.
-//! A `push.cancel` is the exception: whether it is written at all depends on the ring (only
-//! pushed rings get one), which only the store knows, so it is written due at once and claimed
-//! from the table.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,25 +56,22 @@ impl Handoff {
         self.wake.notify_one();
     }
 
-    /// The deliveries `change` writes, leased to this replica where it will send them itself.
+    /// The deliveries `change` writes, leased to this replica, which sends them itself.
     pub fn outbound(&self, change: &Change, facts: &Facts, now_ms: i64) -> Outbound {
         let mut outbound = events::outbound(&self.routes, change, facts, now_ms);
         let until = now_ms + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 4);
         for delivery in &mut outbound.deliveries {
-            if delivery.only_if_pushed.is_none() {
-                delivery.leased_until_ms = Some(until);
-            }
+            delivery.leased_until_ms = Some(until);
         }
         outbound
     }
 
-    /// After the commit of `outbound`: its leased deliveries go to the dispatcher at once, the
-    /// others are claimed from the table.
-    pub fn committed(&self, outbound: &Outbound, now_ms: i64) {
+    /// After the commit of `outbound` (written for the request whose W3C context is
+    /// `traceparent`): its deliveries go to the dispatcher at once.
+    pub fn committed(&self, outbound: &Outbound, traceparent: &str, now_ms: i64) {
         let leased: Vec<Delivery> = outbound
             .deliveries
             .iter()
-            .filter(|d| d.leased_until_ms.is_some())
             .map(|d| Delivery {
                 id: d.id.clone(),
                 endpoint: d.endpoint.clone(),
@@ -87,11 +81,9 @@ impl Handoff {
                 attempts: 1,
                 retried_at_ms: None,
                 last_error: None,
+                traceparent: traceparent.to_owned(),
             })
             .collect();
-        if leased.len() < outbound.deliveries.len() {
-            self.wake.notify_one();
-        }
         if !leased.is_empty() && self.committed.try_send(leased).is_err() {
             // Saturated: the rows stay claimed until their lease runs out, then the table's
             // poll sends them. Late, not lost.

@@ -20,6 +20,7 @@ use super::Announce;
 use super::batch::Run;
 use crate::change::{IdempotencyRecord, RecordedOutcome};
 use crate::domain::VideochatRequest;
+use crate::store::webhooks::encode_devices;
 use crate::store::{StoreError, StoreResult};
 
 /// One operation's write.
@@ -40,10 +41,10 @@ ok AS (
     SELECT o.op FROM UNNEST($1::int[]) AS o(op)
     WHERE o.op IN (SELECT op FROM fin) OR NOT (o.op = ANY($2::int[]))),
 new_request AS (
-    INSERT INTO videochat_requests (id, kind, initiator_id, target_id, videochat_id, engine, status, pair_key, created_at_ms, expires_at_ms, push_handoff_at_ms)
-    SELECT r.id, r.kind, r.initiator, r.target, r.videochat, r.engine, 'pending', r.pair_key, r.created, r.expires, r.pushed
-    FROM UNNEST($7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bigint[], $44::bigint[])
-        AS r(op, id, kind, initiator, target, videochat, engine, pair_key, created, expires, pushed)
+    INSERT INTO videochat_requests (id, kind, initiator_id, target_id, videochat_id, engine, status, pair_key, created_at_ms, expires_at_ms, push_handoff_at_ms, push_devices)
+    SELECT r.id, r.kind, r.initiator, r.target, r.videochat, r.engine, 'pending', r.pair_key, r.created, r.expires, r.pushed, r.devices
+    FROM UNNEST($7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bigint[], $44::bigint[], $49::bytea[])
+        AS r(op, id, kind, initiator, target, videochat, engine, pair_key, created, expires, pushed, devices)
     WHERE r.op IN (SELECT op FROM ok)),
 new_videochat AS (
     INSERT INTO videochats (id, mode, engine, room, shared_secret, created_at_ms)
@@ -97,18 +98,16 @@ SELECT e.op, e.idx::int, b.last_seq - e.n + e.k FROM events e JOIN mailbox b ON 
 }
 
 /// Webhook deliveries of the batch (docs/webhooks.md), kept like every insert only for the
-/// operations in `ok`; a `push.cancel` only if its ring was handed to push.
+/// operations in `ok`.
 macro_rules! webhooks_cte {
     () => {
         ",
 webhooks AS (
-    INSERT INTO webhook_deliveries (id, endpoint, event_type, payload, created_at_ms, next_attempt_at_ms, attempts, status)
-    SELECT w.id, w.endpoint, w.event_type, w.payload, w.now, w.next, w.attempts, 'pending'
-    FROM UNNEST($49::int[], $50::text[], $51::text[], $52::text[], $53::text[], $54::text[], $55::bigint[], $56::bigint[], $57::bigint[])
-        AS w(op, id, endpoint, event_type, payload, if_pushed, now, next, attempts)
-    WHERE w.op IN (SELECT op FROM ok)
-      AND (w.if_pushed IS NULL OR EXISTS (SELECT 1 FROM videochat_requests q
-           WHERE q.id = w.if_pushed AND q.push_handoff_at_ms IS NOT NULL)))"
+    INSERT INTO webhook_deliveries (id, endpoint, event_type, payload, created_at_ms, next_attempt_at_ms, attempts, status, traceparent)
+    SELECT w.id, w.endpoint, w.event_type, w.payload, w.now, w.next, w.attempts, 'pending', w.traceparent
+    FROM UNNEST($50::int[], $51::text[], $52::text[], $53::text[], $54::text[], $55::text[], $56::bigint[], $57::bigint[], $58::bigint[])
+        AS w(op, id, endpoint, event_type, payload, traceparent, now, next, attempts)
+    WHERE w.op IN (SELECT op FROM ok))"
     };
 }
 
@@ -178,6 +177,7 @@ struct Columns<'a> {
     r_created: Vec<i64>,
     r_expires: Vec<i64>,
     r_pushed: Vec<Option<i64>>,
+    r_devices: Vec<Option<Vec<u8>>>,
     v_op: Vec<i32>,
     v_id: Vec<&'a str>,
     v_mode: Vec<&'a str>,
@@ -218,7 +218,7 @@ struct WebhookColumns<'a> {
     endpoint: Vec<&'a str>,
     event_type: Vec<&'a str>,
     payload: Vec<&'a str>,
-    if_pushed: Vec<Option<&'a str>>,
+    traceparent: Vec<&'a str>,
     now: Vec<i64>,
     next: Vec<i64>,
     attempts: Vec<i64>,
@@ -232,8 +232,7 @@ impl<'a> WebhookColumns<'a> {
             self.endpoint.push(d.endpoint.as_str());
             self.event_type.push(d.event_type);
             self.payload.push(d.payload.as_str());
-            self.if_pushed
-                .push(d.only_if_pushed.as_ref().map(|r| r.as_str()));
+            self.traceparent.push(job.traceparent.as_str());
             self.now.push(job.now_ms);
             self.next.push(d.leased_until_ms.unwrap_or(job.now_ms));
             self.attempts.push(i64::from(d.leased_until_ms.is_some()));
@@ -269,7 +268,9 @@ impl<'a> Columns<'a> {
             self.r_created.push(r.created_at_ms);
             self.r_expires.push(r.expires_at_ms);
             self.r_pushed
-                .push(job.outbound.push_handoff.then_some(job.now_ms));
+                .push(job.outbound.push_handoff.as_ref().map(|_| job.now_ms));
+            self.r_devices
+                .push(job.outbound.push_handoff.as_deref().map(encode_devices));
         }
         if let Some(v) = &change.new_videochat {
             self.v_op.push(op);
@@ -381,7 +382,8 @@ impl Applies {
         .bind(&c.f_videochat)
         .bind(&c.j_op)
         .bind(&c.j_videochat)
-        .bind(&c.j_user);
+        .bind(&c.j_user)
+        .bind(&c.r_devices);
         let query = if with_webhooks {
             query
                 .bind(&c.w.op)
@@ -389,7 +391,7 @@ impl Applies {
                 .bind(&c.w.endpoint)
                 .bind(&c.w.event_type)
                 .bind(&c.w.payload)
-                .bind(&c.w.if_pushed)
+                .bind(&c.w.traceparent)
                 .bind(&c.w.now)
                 .bind(&c.w.next)
                 .bind(&c.w.attempts)

@@ -60,7 +60,7 @@ macro_rules! user_columns {
 macro_rules! request_columns {
     () => {
         "'request', v.id, v.kind, v.initiator_id, v.target_id, v.videochat_id, v.engine, v.status, \
-         v.created_at_ms, v.expires_at_ms, NULL"
+         v.created_at_ms, v.expires_at_ms, v.push_devices"
     };
 }
 
@@ -82,7 +82,7 @@ macro_rules! member_columns {
 macro_rules! request_columns_of_r {
     () => {
         "'request', r.id, r.kind, r.initiator_id, r.target_id, r.videochat_id, r.engine, r.status, \
-         r.created_at_ms, r.expires_at_ms, NULL"
+         r.created_at_ms, r.expires_at_ms, r.push_devices"
     };
 }
 /// How many rings each operation's actor has ringing at `$6` (the pending-rings limit).

@@ -5,11 +5,11 @@
 use async_trait::async_trait;
 
 use super::PostgresStore;
-use crate::domain::{PushDevice, PushToken, UserId};
+use crate::domain::{PushDevice, PushToken, RequestId, UserId};
 use crate::store::StoreResult;
 use crate::store::webhooks::{
     DELIVERY_COLUMNS, Delivery, DeliveryRow, RetrySelection, Settle, WebhookStore,
-    delivery_from_row,
+    delivery_from_row, pushed_devices_of,
 };
 
 /// Forgets the delivered ones of a batch of outcomes.
@@ -178,5 +178,9 @@ impl WebhookStore for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn pushed_devices(&self, request: &RequestId) -> StoreResult<Option<Vec<PushDevice>>> {
+        pushed_devices_of(&self.pool, request).await
     }
 }

@@ -26,7 +26,7 @@ use sqlx::sqlite::SqliteConnection;
 use tokio::sync::{Mutex, oneshot};
 
 use crate::domain::VideochatRequest;
-use crate::store::webhooks::NewDelivery;
+use crate::store::webhooks::{NewDelivery, encode_devices};
 use crate::store::{IdempotencyRecord, OwnedWrite, StoreError, StoreResult};
 
 /// A write handed to the committer, and where its answer goes.
@@ -257,8 +257,9 @@ fn write_one(connection: &Connection, write: &OwnedWrite, origin: &str) -> Store
         connection
             .prepare_cached(
                 "INSERT INTO videochat_requests (id, kind, initiator_id, target_id, videochat_id, \
-                 engine, status, pair_key, created_at_ms, expires_at_ms, push_handoff_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10)",
+                 engine, status, pair_key, created_at_ms, expires_at_ms, push_handoff_at_ms, \
+                 push_devices) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 r.id.as_str(),
@@ -270,7 +271,8 @@ fn write_one(connection: &Connection, write: &OwnedWrite, origin: &str) -> Store
                 VideochatRequest::pair_key(&r.initiator, &r.target),
                 r.created_at_ms,
                 r.expires_at_ms,
-                write.outbound.push_handoff.then_some(now),
+                write.outbound.push_handoff.as_ref().map(|_| now),
+                write.outbound.push_handoff.as_deref().map(encode_devices),
             ])?;
     }
     for p in &change.new_participants {
@@ -298,7 +300,12 @@ fn write_one(connection: &Connection, write: &OwnedWrite, origin: &str) -> Store
     if let Some(record) = &write.record {
         insert_record(connection, record)?;
     }
-    insert_deliveries(connection, &write.outbound.deliveries, now)?;
+    insert_deliveries(
+        connection,
+        &write.outbound.deliveries,
+        &write.traceparent,
+        now,
+    )?;
     Ok(positions)
 }
 
@@ -368,21 +375,19 @@ fn insert_record(connection: &Connection, record: &IdempotencyRecord) -> StoreRe
     Ok(())
 }
 
-/// Inserts a write's deliveries, inside its transaction. A `push.cancel` is kept only if its
-/// ring was handed to push.
+/// Inserts a write's deliveries, inside its transaction.
 fn insert_deliveries(
     connection: &Connection,
     deliveries: &[NewDelivery],
+    traceparent: &str,
     now_ms: i64,
 ) -> StoreResult<()> {
     for delivery in deliveries {
         connection
             .prepare_cached(
                 "INSERT INTO webhook_deliveries (id, endpoint, event_type, payload, created_at_ms, \
-                 next_attempt_at_ms, attempts, status) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?7, ?8, 'pending' \
-                 WHERE ?6 IS NULL OR EXISTS (SELECT 1 FROM videochat_requests \
-                                             WHERE id = ?6 AND push_handoff_at_ms IS NOT NULL)",
+                 next_attempt_at_ms, attempts, status, traceparent) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
             )?
             .execute(params![
                 delivery.id,
@@ -390,9 +395,9 @@ fn insert_deliveries(
                 delivery.event_type,
                 delivery.payload,
                 now_ms,
-                delivery.only_if_pushed.as_ref().map(|r| r.as_str()),
                 delivery.leased_until_ms.unwrap_or(now_ms),
                 i64::from(delivery.leased_until_ms.is_some()),
+                traceparent,
             ])?;
     }
     Ok(())

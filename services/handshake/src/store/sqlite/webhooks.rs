@@ -4,11 +4,11 @@
 use async_trait::async_trait;
 
 use super::SqliteStore;
-use crate::domain::{PushDevice, PushToken, UserId};
+use crate::domain::{PushDevice, PushToken, RequestId, UserId};
 use crate::store::StoreResult;
 use crate::store::webhooks::{
     DELIVERY_COLUMNS, Delivery, DeliveryRow, RetrySelection, Settle, WebhookStore,
-    delivery_from_row,
+    delivery_from_row, pushed_devices_of,
 };
 
 /// Forgets the delivered ones of a batch of outcomes.
@@ -181,5 +181,9 @@ impl WebhookStore for SqliteStore {
             .execute(&mut *connection)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn pushed_devices(&self, request: &RequestId) -> StoreResult<Option<Vec<PushDevice>>> {
+        pushed_devices_of(&self.readers, request).await
     }
 }
