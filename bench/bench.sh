@@ -13,7 +13,8 @@
 # with call-status webhooks on, sent to a local sink answering 204 — compare with "sqlite
 # postgres" in the same run), BENCH_LABEL (names the run in the JSON and the copy's file name),
 # VIDEOCHAT_BIN (another server binary, e.g. a baseline build), BENCH_POSTGRES_URL (a database
-# whose user may create databases), BENCH_PORT (18480; uses 5).
+# whose user may create databases), BENCH_PORT (18480; uses 5), BENCH_SINK_NICE (19: the
+# webhook sink's nice level, see start_ours_webhooks).
 #
 # Every server is killed on exit, every database this run created is dropped, every scenario runs
 # under `timeout`.
@@ -33,6 +34,7 @@ PG_URL="${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 PORT="${BENCH_PORT:-18480}"
 PEER_PORT=$((PORT + 3))
 SINK_PORT=$((PORT + 4))
+SINK_NICE="${BENCH_SINK_NICE:-19}"
 SERVER="${VIDEOCHAT_BIN:-$root/target/release/videochat}"
 LOADGEN="$root/target/release/videochat-loadgen"
 OUT="$root/target/bench"
@@ -125,7 +127,10 @@ start_ours() { # database_url log
 
 start_ours_webhooks() { # database_url log: ours with call-status webhooks to a local sink
   port_taken "$SINK_PORT" && { echo "port $SINK_PORT is in use (set BENCH_PORT)" >&2; return 1; }
-  "$LOADGEN" sink --addr "127.0.0.1:$SINK_PORT" >> "$2" 2>&1 &
+  # The sink stands in for a receiver on another machine: at the lowest priority it runs in the
+  # CPU time the service leaves idle instead of taking turns with it (its CPU use is still
+  # printed when it stops). BENCH_SINK_NICE=0 runs it as an equal.
+  nice -n "$SINK_NICE" "$LOADGEN" sink --addr "127.0.0.1:$SINK_PORT" >> "$2" 2>&1 &
   sink_pid=$!
   server_env=(VIDEOCHAT_WEBHOOK_URL="http://127.0.0.1:$SINK_PORT/hook"
     VIDEOCHAT_WEBHOOK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")

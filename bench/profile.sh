@@ -81,7 +81,8 @@ case "$TARGET" in
     fi
     webhooks=()
     if [ "${PROFILE_WEBHOOKS:-0}" = 1 ]; then
-      "$LOADGEN" sink --addr "127.0.0.1:$((PORT + 4))" > "$out/sink.log" 2>&1 &
+      # As in bench.sh: the sink stands in for a receiver elsewhere (BENCH_SINK_NICE, 19).
+      nice -n "${BENCH_SINK_NICE:-19}" "$LOADGEN" sink --addr "127.0.0.1:$((PORT + 4))" > "$out/sink.log" 2>&1 &
       sink_pid=$!
       webhooks=(VIDEOCHAT_WEBHOOK_URL="http://127.0.0.1:$((PORT + 4))/hook"
         VIDEOCHAT_WEBHOOK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")

@@ -33,9 +33,11 @@ use crate::engine::events::RoomEvent;
 use crate::history::{CallEntry, CallPage};
 use crate::machine::Command;
 
+mod checkpoint;
 mod commit;
 mod webhooks;
 
+use checkpoint::Checkpointer;
 use commit::{Committer, Waiting};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -64,6 +66,8 @@ pub struct SqliteStore {
     /// lock: the committer holds it for each batch.
     writer: Arc<Mutex<SqliteConnection>>,
     committer: Committer,
+    /// Runs the WAL checkpoints off the committer's thread; stopped when the store is dropped.
+    _checkpointer: Checkpointer,
     signal: watch::Sender<u64>,
 }
 
@@ -77,7 +81,12 @@ impl SqliteStore {
             // Every commit is on disk before it is answered.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Checkpoints run on the checkpointer's thread (`sqlite/checkpoint.rs`).
+            .pragma(
+                "wal_autocheckpoint",
+                checkpoint::WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+            );
         // The committer opens the same file with a connection of its own.
         // (sqlx names `:memory:` so; `mode=memory` keeps the name given.)
         let in_memory = options
@@ -107,11 +116,13 @@ impl SqliteStore {
             .await?;
         let writer = Arc::new(Mutex::new(connection));
         let committer = Committer::start(&path, writer.clone(), origin.to_owned())?;
+        let checkpointer = Checkpointer::start(&path, Checkpointer::EVERY)?;
         let (signal, _) = super::signal();
         Ok(Self {
             readers,
             writer,
             committer,
+            _checkpointer: checkpointer,
             signal,
         })
     }

@@ -2,8 +2,7 @@
 //!
 //! Deliveries this replica just committed arrive in memory, already claimed (see
 //! [`super::handoff`]), and are sent at once. Everything else is claimed from the table: the
-//! loop claims when woken by the write path (a `push.cancel`, whose row may not exist), by
-//! another replica's commit (the outbox signal), when a retry it scheduled falls due, or every
+//! loop claims when woken (an operator's `RetryDeliveries`), by another replica's commit (the outbox signal), when a retry it scheduled falls due, or every
 //! `VIDEOCHAT_WEBHOOK_POLL_MS` (which finds other replicas' retries and rows whose claim lapsed),
 //! at most every [`CLAIM_EVERY`]. A claim takes as many due rows as there are free slots
 //! (`VIDEOCHAT_WEBHOOK_CONCURRENCY`) under a lease longer than one attempt. Each attempt runs on

@@ -25,14 +25,25 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use sqlx::sqlite::SqliteConnection;
 use tokio::sync::{Mutex, oneshot};
 
+use super::checkpoint::WRITER_AUTOCHECKPOINT_PAGES;
 use crate::domain::VideochatRequest;
-use crate::store::webhooks::{NewDelivery, encode_devices};
+use crate::store::webhooks::{NewDelivery, Settle, encode_devices};
 use crate::store::{IdempotencyRecord, OwnedWrite, StoreError, StoreResult};
 
 /// A write handed to the committer, and where its answer goes.
 pub(super) struct Waiting {
     pub write: OwnedWrite,
     pub done: oneshot::Sender<StoreResult<Vec<u64>>>,
+}
+
+/// How attempts at webhook deliveries ended, to be recorded (deleted when delivered), and where
+/// the answer goes. They ride along with the next batch of writes: recorded in its transaction,
+/// rather than in one of their own on sqlx's writer, which took the write lock from the
+/// committer and synced the log once more every time (`bench/profile.sh` with webhooks on).
+pub(super) struct Settling {
+    pub settled: Vec<(String, Settle)>,
+    pub now_ms: i64,
+    pub done: oneshot::Sender<StoreResult<()>>,
 }
 
 /// Hands writes to the committer thread; dropping it stops the thread once the writes already
@@ -49,6 +60,7 @@ struct Queue {
 #[derive(Default)]
 struct State {
     writes: Vec<Waiting>,
+    settles: Vec<Settling>,
     stopped: bool,
 }
 
@@ -94,6 +106,18 @@ impl Committer {
         drop(state);
         self.queue.ready.notify_one();
     }
+
+    /// Queues outcomes of webhook attempts; dropped unrecorded if the thread is gone (their
+    /// leases run out and they are sent again: at-least-once).
+    pub(super) fn settle(&self, settling: Settling) {
+        let mut state = self.queue.state();
+        if state.stopped {
+            return;
+        }
+        state.settles.push(settling);
+        drop(state);
+        self.queue.ready.notify_one();
+    }
 }
 
 impl Drop for Committer {
@@ -115,6 +139,8 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     // temporary file: a write(2) per page per savepoint (a fifth of this thread's time, measured
     // with `bench/profile.sh`). Its pages are few, and the WAL is what makes a commit durable.
     connection.pragma_update(None, "temp_store", "MEMORY")?;
+    // Checkpoints run on the checkpointer's thread, not between this thread's batches.
+    connection.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
     connection.set_prepared_statement_cache_capacity(32);
     Ok(connection)
 }
@@ -135,6 +161,7 @@ impl Drop for Ended<'_> {
             );
         }
         state.writes.clear();
+        state.settles.clear();
     }
 }
 
@@ -142,47 +169,58 @@ impl Drop for Ended<'_> {
 fn run(mut connection: Connection, queue: &Queue, lock: &Mutex<SqliteConnection>, origin: &str) {
     let _ended = Ended(queue);
     loop {
-        let batch = {
+        let (batch, settles) = {
             let mut state = queue.state();
-            while state.writes.is_empty() && !state.stopped {
+            while state.writes.is_empty() && state.settles.is_empty() && !state.stopped {
                 state = queue
                     .ready
                     .wait(state)
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
             }
-            if state.writes.is_empty() {
+            if state.writes.is_empty() && state.settles.is_empty() {
                 return;
             }
-            std::mem::take(&mut state.writes)
+            (
+                std::mem::take(&mut state.writes),
+                std::mem::take(&mut state.settles),
+            )
         };
-        let results = {
+        let (results, settled) = {
             let _writer = lock.blocking_lock();
-            commit_batch(&mut connection, &batch, origin)
+            commit_batch(&mut connection, &batch, &settles, origin)
         };
         metrics::histogram!("videochat_store_group_commit_size").record(batch.len() as f64);
         for (waiting, result) in batch.into_iter().zip(results) {
             let _ = waiting.done.send(result);
         }
+        for (settling, result) in settles.into_iter().zip(settled) {
+            let _ = settling.done.send(result);
+        }
     }
 }
 
-/// Commits `batch` in one transaction; one result per write. A lone write needs no savepoint.
+/// A batch's answers: one per write (the positions of its events), one per settling.
+type Answers = (Vec<StoreResult<Vec<u64>>>, Vec<StoreResult<()>>);
+
+/// Commits `batch` in one transaction, with the webhook outcomes of `settles`; one result per
+/// write and per settling. A lone write needs no savepoint.
 fn commit_batch(
     connection: &mut Connection,
     batch: &[Waiting],
+    settles: &[Settling],
     origin: &str,
-) -> Vec<StoreResult<Vec<u64>>> {
-    let outcome = (|| -> rusqlite::Result<Vec<StoreResult<Vec<u64>>>> {
+) -> Answers {
+    let outcome = (|| -> rusqlite::Result<Answers> {
         let mut tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
-        if let [only] = batch {
+        if let ([only], []) = (batch, settles) {
             let result = write_one(&tx, &only.write, origin);
             let written = result.is_ok();
             results.push(result);
             if written {
                 tx.commit()?;
             }
-            return Ok(results);
+            return Ok((results, Vec::new()));
         }
         for waiting in batch {
             let savepoint = tx.savepoint()?;
@@ -195,23 +233,75 @@ fn commit_batch(
             }
             results.push(result);
         }
+        let mut settled = Vec::with_capacity(settles.len());
+        for settling in settles {
+            let savepoint = tx.savepoint()?;
+            let result = settle(&savepoint, &settling.settled, settling.now_ms);
+            if result.is_ok() {
+                savepoint.commit()?;
+            } else {
+                savepoint.finish()?;
+            }
+            settled.push(result);
+        }
         tx.commit()?;
-        Ok(results)
+        Ok((results, settled))
     })();
     match outcome {
         Ok(results) => results,
         Err(error) => {
             tracing::warn!(%error, writes = batch.len(), "SQLite commit failed");
-            batch
-                .iter()
-                .map(|_| {
-                    Err(StoreError::Database(sqlx::Error::Protocol(format!(
-                        "commit failed: {error}"
-                    ))))
-                })
-                .collect()
+            let failed =
+                || StoreError::Database(sqlx::Error::Protocol(format!("commit failed: {error}")));
+            (
+                batch.iter().map(|_| Err(failed())).collect(),
+                settles.iter().map(|_| Err(failed())).collect(),
+            )
         }
     }
+}
+
+/// Records how webhook attempts ended: delivered rows are deleted (in one statement), others
+/// scheduled again or marked failed. Rows no longer pending (an operator's retry of a failed
+/// one meanwhile) are left alone.
+fn settle(connection: &Connection, settled: &[(String, Settle)], now_ms: i64) -> StoreResult<()> {
+    let delivered: Vec<&str> = settled
+        .iter()
+        .filter(|(_, s)| *s == Settle::Delivered)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    if !delivered.is_empty() {
+        connection
+            .prepare_cached(
+                "DELETE FROM webhook_deliveries WHERE id IN (SELECT value FROM json_each(?1))",
+            )?
+            .execute([serde_json::Value::from(delivered).to_string()])?;
+    }
+    for (id, outcome) in settled {
+        match outcome {
+            Settle::Delivered => {}
+            Settle::Retry {
+                next_attempt_at_ms,
+                error,
+            } => {
+                connection
+                    .prepare_cached(
+                        "UPDATE webhook_deliveries SET next_attempt_at_ms = ?2, last_error = ?3 \
+                         WHERE id = ?1 AND status = 'pending'",
+                    )?
+                    .execute(params![id, next_attempt_at_ms, error])?;
+            }
+            Settle::Failed { error } => {
+                connection
+                    .prepare_cached(
+                        "UPDATE webhook_deliveries SET status = 'failed', last_error = ?2, \
+                         failed_at_ms = ?3 WHERE id = ?1 AND status = 'pending'",
+                    )?
+                    .execute(params![id, error, now_ms])?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One write's statements, inside the committer's transaction.
@@ -562,7 +652,7 @@ mod tests {
         };
         let (second, _) = waiting(stale, Some(("carol", "k2")));
         let (third, _) = waiting(new_ring("vcr_3", "erin", "frank"), None);
-        let results = commit_batch(&mut connection, &[first, second, third], "test");
+        let (results, _) = commit_batch(&mut connection, &[first, second, third], &[], "test");
         assert_eq!(results[0].as_ref().unwrap(), &vec![1]);
         assert!(
             matches!(results[1], Err(StoreError::Stale)),
@@ -593,10 +683,10 @@ mod tests {
     async fn a_taken_key_is_a_conflict_and_a_lone_failed_write_leaves_nothing() {
         let (_path, mut connection) = database("conflict").await;
         let (first, _) = waiting(new_ring("vcr_1", "alice", "bob"), None);
-        assert!(commit_batch(&mut connection, &[first], "test")[0].is_ok());
+        assert!(commit_batch(&mut connection, &[first], &[], "test").0[0].is_ok());
         // A second pending ring for the same pair: the partial unique index refuses it.
         let (again, _) = waiting(new_ring("vcr_2", "bob", "alice"), None);
-        let results = commit_batch(&mut connection, &[again], "test");
+        let (results, _) = commit_batch(&mut connection, &[again], &[], "test");
         assert!(
             matches!(results[0], Err(StoreError::Conflict)),
             "{:?}",
@@ -630,13 +720,117 @@ mod tests {
         }
         let (first, _) = waiting(dangling, None);
         let (second, _) = waiting(new_ring("vcr_2", "carol", "dave"), None);
-        let results = commit_batch(&mut connection, &[first, second], "test");
+        let (results, _) = commit_batch(&mut connection, &[first, second], &[], "test");
         for result in &results {
             assert!(matches!(result, Err(StoreError::Database(_))), "{result:?}");
         }
         assert_eq!(
             count(&connection, "SELECT COUNT(*) FROM videochat_requests"),
             0
+        );
+    }
+
+    fn delivery_row(connection: &Connection, id: &str) {
+        connection
+            .execute(
+                "INSERT INTO webhook_deliveries (id, endpoint, event_type, payload, created_at_ms, \
+                 next_attempt_at_ms, attempts, status) \
+                 VALUES (?1, 'http://h/', 'call.requested', '{}', 1000, 6000, 1, 'pending')",
+                [id],
+            )
+            .unwrap();
+    }
+
+    fn settling(settled: Vec<(&str, Settle)>) -> (Settling, oneshot::Receiver<StoreResult<()>>) {
+        let (done, answer) = oneshot::channel();
+        (
+            Settling {
+                settled: settled
+                    .into_iter()
+                    .map(|(id, s)| (id.to_owned(), s))
+                    .collect(),
+                now_ms: 2_000,
+                done,
+            },
+            answer,
+        )
+    }
+
+    #[tokio::test]
+    async fn webhook_outcomes_ride_a_batch_of_writes_or_commit_alone() {
+        let (_path, mut connection) = database("settle").await;
+        for id in ["msg_a", "msg_b", "msg_c", "msg_d"] {
+            delivery_row(&connection, id);
+        }
+        let (write, _) = waiting(new_ring("vcr_1", "alice", "bob"), None);
+        let (outcomes, _) = settling(vec![
+            ("msg_a", Settle::Delivered),
+            ("msg_b", Settle::Delivered),
+            (
+                "msg_c",
+                Settle::Retry {
+                    next_attempt_at_ms: 9_000,
+                    error: "answered HTTP 500".into(),
+                },
+            ),
+        ]);
+        let (results, settled) = commit_batch(&mut connection, &[write], &[outcomes], "test");
+        assert!(results[0].is_ok());
+        assert!(settled[0].is_ok());
+        assert_eq!(
+            count(&connection, "SELECT COUNT(*) FROM videochat_requests"),
+            1
+        );
+        assert_eq!(
+            count(&connection, "SELECT COUNT(*) FROM webhook_deliveries"),
+            2,
+            "the delivered ones are gone"
+        );
+        assert_eq!(
+            count(
+                &connection,
+                "SELECT next_attempt_at_ms FROM webhook_deliveries WHERE id = 'msg_c'"
+            ),
+            9_000
+        );
+        // Outcomes with no write waiting commit on their own.
+        let (alone, _) = settling(vec![(
+            "msg_d",
+            Settle::Failed {
+                error: "too old".into(),
+            },
+        )]);
+        let (results, settled) = commit_batch(&mut connection, &[], &[alone], "test");
+        assert!(results.is_empty());
+        assert!(settled[0].is_ok());
+        assert_eq!(
+            count(
+                &connection,
+                "SELECT failed_at_ms FROM webhook_deliveries WHERE id = 'msg_d' AND status = 'failed'"
+            ),
+            2_000
+        );
+    }
+
+    #[tokio::test]
+    async fn outcomes_that_cannot_be_recorded_fail_alone_and_the_writes_commit() {
+        let (_path, mut connection) = database("settle-fails").await;
+        // Nowhere to record them: every settle statement fails.
+        connection
+            .execute_batch("DROP TABLE webhook_deliveries")
+            .unwrap();
+        let (write, _) = waiting(new_ring("vcr_1", "alice", "bob"), None);
+        let (outcomes, _) = settling(vec![("msg_a", Settle::Delivered)]);
+        let (results, settled) = commit_batch(&mut connection, &[write], &[outcomes], "test");
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert!(
+            matches!(settled[0], Err(StoreError::Sqlite(_))),
+            "{:?}",
+            settled[0]
+        );
+        assert_eq!(
+            count(&connection, "SELECT COUNT(*) FROM videochat_requests"),
+            1
         );
     }
 
@@ -658,6 +852,12 @@ mod tests {
         assert!(
             answer.await.is_err(),
             "the write was dropped, not left waiting"
+        );
+        let (outcomes, answer) = settling(vec![("msg_a", Settle::Delivered)]);
+        committer.settle(outcomes);
+        assert!(
+            answer.await.is_err(),
+            "the outcomes were dropped, not left waiting"
         );
     }
 }

@@ -4,16 +4,13 @@
 use async_trait::async_trait;
 
 use super::SqliteStore;
+use super::commit::Settling;
 use crate::domain::{PushDevice, PushToken, RequestId, UserId};
-use crate::store::StoreResult;
 use crate::store::webhooks::{
     DELIVERY_COLUMNS, Delivery, DeliveryRow, RetrySelection, Settle, WebhookStore,
     delivery_from_row, pushed_devices_of,
 };
-
-/// Forgets the delivered ones of a batch of outcomes.
-const DELIVERED: &str =
-    "DELETE FROM webhook_deliveries WHERE id IN (SELECT value FROM json_each($1))";
+use crate::store::{StoreError, StoreResult};
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
@@ -46,52 +43,18 @@ impl WebhookStore for SqliteStore {
         if settled.is_empty() {
             return Ok(());
         }
-        let delivered: Vec<String> = settled
-            .iter()
-            .filter(|(_, s)| *s == Settle::Delivered)
-            .map(|(id, _)| id.clone())
-            .collect();
-        let mut connection = self.writer.lock().await;
-        if delivered.len() == settled.len() {
-            // The usual case: one statement, no transaction around it.
-            sqlx::query(DELIVERED)
-                .bind(serde_json::Value::from(delivered.clone()).to_string())
-                .execute(&mut *connection)
-                .await?;
-            return Ok(());
-        }
-        let mut tx = sqlx::Connection::begin(&mut *connection).await?;
-        if !delivered.is_empty() {
-            sqlx::query(DELIVERED)
-                .bind(serde_json::Value::from(delivered).to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        for (id, settle) in settled {
-            let query = match settle {
-                Settle::Delivered => continue,
-                Settle::Retry {
-                    next_attempt_at_ms,
-                    error,
-                } => sqlx::query(
-                    "UPDATE webhook_deliveries SET next_attempt_at_ms = $2, last_error = $3 \
-                     WHERE id = $1 AND status = 'pending'",
-                )
-                .bind(id.as_str())
-                .bind(*next_attempt_at_ms)
-                .bind(error.as_str()),
-                Settle::Failed { error } => sqlx::query(
-                    "UPDATE webhook_deliveries SET status = 'failed', last_error = $2, failed_at_ms = $3 \
-                     WHERE id = $1 AND status = 'pending'",
-                )
-                .bind(id.as_str())
-                .bind(error.as_str())
-                .bind(now_ms),
-            };
-            query.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        // Recorded by the committer, in the transaction of its next batch (`commit.rs`).
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.committer.settle(Settling {
+            settled: settled.to_vec(),
+            now_ms,
+            done,
+        });
+        result.await.map_err(|_| {
+            StoreError::Committer(std::io::Error::other(
+                "the SQLite committer stopped before recording webhook outcomes",
+            ))
+        })?
     }
 
     async fn pending_deliveries(&self) -> StoreResult<u64> {
