@@ -98,23 +98,22 @@ impl Committer {
     /// Queues `write`. If the thread is gone, the write is dropped unwritten: its caller's
     /// answer channel closes, which it reads as a conflict and retries, and then fails.
     pub(super) fn submit(&self, write: Waiting) {
-        let mut state = self.queue.state();
-        if state.stopped {
-            return;
-        }
-        state.writes.push(write);
-        drop(state);
-        self.queue.ready.notify_one();
+        self.enqueue(|state| state.writes.push(write));
     }
 
     /// Queues outcomes of webhook attempts; dropped unrecorded if the thread is gone (their
     /// leases run out and they are sent again: at-least-once).
     pub(super) fn settle(&self, settling: Settling) {
+        self.enqueue(|state| state.settles.push(settling));
+    }
+
+    /// Adds work for the thread and wakes it, unless it stopped (the work is then dropped).
+    fn enqueue(&self, add: impl FnOnce(&mut State)) {
         let mut state = self.queue.state();
         if state.stopped {
             return;
         }
-        state.settles.push(settling);
+        add(&mut state);
         drop(state);
         self.queue.ready.notify_one();
     }
