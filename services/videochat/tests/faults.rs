@@ -11,23 +11,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::process::{free_port, spawn_gateway, spawn_replica};
 use common::*;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::Instant;
 
-use common::process::BIN;
 /// Short, so that a dead gateway's ghost presence ends within the test.
 const LEASE_MS: u64 = 1_500;
-
-async fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
-}
 
 /// A child process that is killed (SIGKILL) when dropped.
 struct Process {
@@ -38,7 +31,7 @@ struct Process {
 impl Process {
     async fn replica(database_url: &str, addr: SocketAddr) -> Self {
         let lease = LEASE_MS.to_string();
-        let child = common::process::spawn_replica(
+        let child = spawn_replica(
             database_url,
             addr,
             &[("VIDEOCHAT_PRESENCE_LEASE_MS", &lease)],
@@ -49,34 +42,8 @@ impl Process {
 
     async fn gateway(replica: SocketAddr) -> Self {
         let addr = free_port().await;
-        let child = Command::new(BIN)
-            .arg("gateway")
-            .env_clear()
-            .env("VIDEOCHAT_WS_ADDR", addr.to_string())
-            .env("VIDEOCHAT_HANDSHAKE_URL", format!("http://{replica}"))
-            .env("VIDEOCHAT_GRPC_TOKEN", GATEWAY_TOKEN)
-            .env("VIDEOCHAT_JWT_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("videochat gateway starts");
-        let process = Self { addr, child };
-        process.until_ready().await;
-        process
-    }
-
-    async fn until_ready(&self) {
-        let deadline = Instant::now() + DEADLINE;
-        while http_get(self.addr, "/readyz").await.map(|(s, _)| s) != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "gateway {} never ready",
-                self.addr
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let child = spawn_gateway(addr, &[replica], &[]).await;
+        Self { addr, child }
     }
 
     fn ws(&self) -> String {
@@ -174,7 +141,7 @@ async fn a_socket_closed_during_a_replica_outage_stops_counting_as_present() {
     // The service cannot hear of this close.
     alice.close().await;
     let replica = Process::replica(&db.url, addr).await;
-    gateway.until_ready().await;
+    until_ready(gateway.addr).await;
     let took = until_refused(&mut bob, "alice", 10011).await;
     println!(
         "a socket closed during the outage stopped counting {took:?} after the gateway reattached"

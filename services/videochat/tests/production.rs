@@ -4,30 +4,16 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use common::*;
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use serde_json::json;
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-const BIN: &str = env!("CARGO_BIN_EXE_videochat");
 const STRONG_SECRET: &str = "a-production-secret-of-32-bytes!";
 
 fn base(command: &str, dir: &std::path::Path) -> Command {
-    let mut child = Command::new(BIN);
-    child
-        .arg(command)
-        .current_dir(dir)
-        .env_clear()
-        .env("VIDEOCHAT_ENV", "production")
-        .env("VIDEOCHAT_WS_ADDR", "127.0.0.1:0")
-        .env("VIDEOCHAT_GRPC_ADDR", "127.0.0.1:0")
-        .env("VIDEOCHAT_METRICS_ADDR", "127.0.0.1:0")
-        .env("VIDEOCHAT_LOG_FORMAT", "json")
-        .kill_on_drop(true);
+    let mut child = process::standalone(command, dir);
+    child.env("VIDEOCHAT_ENV", "production");
     child
 }
 
@@ -85,43 +71,21 @@ async fn production_refuses_to_start_naming_every_unsafe_setting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_starts_and_serves_with_safe_settings() {
     let dir = temp_dir();
-    let mut child = base("serve", &dir)
-        // All interfaces, with TLS stated to end at a proxy in front.
-        .env("VIDEOCHAT_WS_ADDR", "0.0.0.0:0")
-        .env("VIDEOCHAT_TRUST_PROXY_TLS", "true")
-        .env("VIDEOCHAT_JWT_SECRET", STRONG_SECRET)
-        .env("VIDEOCHAT_ALLOWED_ORIGINS", "https://app.example.test")
-        .env("LIVEKIT_API_KEY", "APIprod")
-        .env("LIVEKIT_API_SECRET", "a-livekit-secret-of-our-own")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("binary starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let ws = loop {
-        let line = tokio::time::timeout_at(deadline, lines.next_line())
-            .await
-            .expect("serve logs its address")
-            .unwrap()
-            .expect("log line");
-        let entry: Value = serde_json::from_str(&line).unwrap();
-        if entry["message"] == "serving" {
-            break entry["ws"].as_str().unwrap().to_owned();
-        }
-    };
-    let port = ws
-        .trim_end_matches("/ws")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_owned();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    while http_get(addr, "/readyz").await.map(|(s, _)| s) != Some(200) {
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let url = format!("ws://{addr}/ws");
+    let mut served = process::spawn_serve(
+        &dir,
+        &[
+            ("VIDEOCHAT_ENV", "production"),
+            // All interfaces, with TLS stated to end at a proxy in front.
+            ("VIDEOCHAT_WS_ADDR", "0.0.0.0:0"),
+            ("VIDEOCHAT_TRUST_PROXY_TLS", "true"),
+            ("VIDEOCHAT_JWT_SECRET", STRONG_SECRET),
+            ("VIDEOCHAT_ALLOWED_ORIGINS", "https://app.example.test"),
+            ("LIVEKIT_API_KEY", "APIprod"),
+            ("LIVEKIT_API_SECRET", "a-livekit-secret-of-our-own"),
+        ],
+    )
+    .await;
+    let url = served.ws_url();
     let token = videochat_gateway::auth::sign_dev_token(STRONG_SECRET, "alice", None, 600).unwrap();
     let mut alice = Client::connect(&url, "alice", &token).await;
     err(
@@ -146,16 +110,7 @@ async fn production_starts_and_serves_with_safe_settings() {
         }
         other => panic!("expected 403, got {other:?}"),
     }
-    let pid = child.id().expect("running");
-    std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    let exit = tokio::time::timeout(DEADLINE, child.wait())
-        .await
-        .expect("exits")
-        .unwrap();
+    let exit = process::terminate(&mut served.child).await;
     assert!(exit.success(), "exit status {exit}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -16,18 +16,17 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::private_pg::PrivatePg;
-use common::process::{BIN, spawn_replica};
+use common::process::{free_port, spawn_gateway, spawn_replica};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::net::TcpStream;
+use tokio::process::Child;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -37,14 +36,6 @@ const PAIRS: usize = 4;
 const LEASE_MS: &str = "1500";
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 async fn replica(database_url: &str, addr: SocketAddr) -> Child {
     spawn_replica(
@@ -56,28 +47,16 @@ async fn replica(database_url: &str, addr: SocketAddr) -> Child {
 }
 
 async fn gateway(addr: SocketAddr, replicas: &[SocketAddr]) -> Child {
-    let urls: Vec<String> = replicas.iter().map(|r| format!("http://{r}")).collect();
-    let child = Command::new(BIN)
-        .arg("gateway")
-        .env_clear()
-        .env("VIDEOCHAT_WS_ADDR", addr.to_string())
-        .env("VIDEOCHAT_HANDSHAKE_URL", urls.join(","))
-        .env("VIDEOCHAT_GRPC_TOKEN", GATEWAY_TOKEN)
-        .env("VIDEOCHAT_JWT_SECRET", SECRET)
-        .env("VIDEOCHAT_RATE_LIMIT_PER_S", "1000")
-        .env("VIDEOCHAT_RATE_LIMIT_BURST", "1000")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("videochat gateway starts");
-    let deadline = Instant::now() + DEADLINE;
-    while http_get(addr, "/readyz").await.map(|(s, _)| s) != Some(200) {
-        assert!(Instant::now() < deadline, "gateway {addr} never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    child
+    spawn_gateway(
+        addr,
+        replicas,
+        &[
+            ("VIDEOCHAT_RATE_LIMIT_PER_S", "1000"),
+            ("VIDEOCHAT_RATE_LIMIT_BURST", "1000"),
+            ("RUST_LOG", "error"),
+        ],
+    )
+    .await
 }
 
 /// What the run counts, shared by every client.

@@ -970,7 +970,8 @@ async fn a_killed_service_loses_no_delivery() {
     std::fs::create_dir_all(&dir).unwrap();
     let url = receiver.url("/calls");
 
-    let (mut first, ws, _) = serve_binary(&dir, &url).await;
+    let mut first = serve_binary(&dir, &url).await;
+    let ws = first.ws_url();
     let mut alice = Client::connect(&ws, "alice", &TestApp::token("alice")).await;
     let mut bob = Client::connect(&ws, "bob", &TestApp::token("bob")).await;
     let request = ring(&mut alice, &mut bob).await;
@@ -985,12 +986,12 @@ async fn a_killed_service_loses_no_delivery() {
                 >= 2
         })
         .await;
-    first.start_kill().unwrap();
-    first.wait().await.unwrap();
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
     drop((alice, bob));
 
     receiver.answer(200).await;
-    let (mut second, _, metrics) = serve_binary(&dir, &url).await;
+    let mut second = serve_binary(&dir, &url).await;
     // A claim the killed process held is due again when its lease (attempt timeout + 5 s) ends.
     let received = receiver
         .until(DEADLINE * 2, |r| {
@@ -1020,7 +1021,7 @@ async fn a_killed_service_loses_no_delivery() {
     };
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let body = loop {
-        let (_, body) = http_get(metrics, "/metrics").await.unwrap();
+        let (_, body) = http_get(second.metrics, "/metrics").await.unwrap();
         if counter(&body, "videochat_webhook_delivered_total") >= 1.0 {
             break body;
         }
@@ -1036,66 +1037,27 @@ async fn a_killed_service_loses_no_delivery() {
         1.0 + counter(&body, "videochat_webhook_attempt_errors_total"),
         "every attempt either failed or delivered: {body}"
     );
-    second.start_kill().unwrap();
-    second.wait().await.unwrap();
+    second.child.start_kill().unwrap();
+    second.child.wait().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Starts `videochat serve` in `dir` (its SQLite database under `dir/data`) with call-status
-/// webhooks to `url`, retrying fast; returns the process, its WebSocket URL and its metrics
-/// address once ready.
-async fn serve_binary(
-    dir: &std::path::Path,
-    url: &str,
-) -> (tokio::process::Child, String, std::net::SocketAddr) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_videochat"))
-        .arg("serve")
-        .current_dir(dir)
-        .env_clear()
-        .env("VIDEOCHAT_WS_ADDR", "127.0.0.1:0")
-        .env("VIDEOCHAT_GRPC_ADDR", "127.0.0.1:0")
-        .env("VIDEOCHAT_METRICS_ADDR", "127.0.0.1:0")
-        .env("VIDEOCHAT_JWT_SECRET", SECRET)
-        .env("VIDEOCHAT_LOG_FORMAT", "json")
-        .env("VIDEOCHAT_WEBHOOK_URL", url)
-        .env("VIDEOCHAT_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        .env("VIDEOCHAT_WEBHOOK_TIMEOUT_MS", "1000")
-        .env("VIDEOCHAT_WEBHOOK_BACKOFF_MIN_MS", "100")
-        .env("VIDEOCHAT_WEBHOOK_BACKOFF_MAX_MS", "200")
-        .env("VIDEOCHAT_WEBHOOK_POLL_MS", "100")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let (ws, metrics) = loop {
-        let line = tokio::time::timeout_at(deadline, lines.next_line())
-            .await
-            .expect("serve logs its address")
-            .unwrap()
-            .expect("a log line");
-        let entry: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if entry["message"] == "serving" {
-            break (
-                entry["ws"].as_str().unwrap().to_owned(),
-                entry["metrics"].as_str().unwrap().parse().unwrap(),
-            );
-        }
-    };
-    // Keep reading the log so the process never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let addr: std::net::SocketAddr = ws
-        .trim_start_matches("ws://")
-        .trim_end_matches("/ws")
-        .parse()
-        .unwrap();
-    while http_get(addr, "/readyz").await.map(|(s, _)| s) != Some(200) {
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (child, ws, metrics)
+/// webhooks to `url`, retrying fast.
+async fn serve_binary(dir: &std::path::Path, url: &str) -> process::Served {
+    process::spawn_serve(
+        dir,
+        &[
+            ("VIDEOCHAT_JWT_SECRET", SECRET),
+            ("VIDEOCHAT_WEBHOOK_URL", url),
+            ("VIDEOCHAT_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("VIDEOCHAT_WEBHOOK_TIMEOUT_MS", "1000"),
+            ("VIDEOCHAT_WEBHOOK_BACKOFF_MIN_MS", "100"),
+            ("VIDEOCHAT_WEBHOOK_BACKOFF_MAX_MS", "200"),
+            ("VIDEOCHAT_WEBHOOK_POLL_MS", "100"),
+        ],
+    )
+    .await
 }
 
 /// An invite rings an offline user's phone too: `push.ring` names the invite and the videochat,

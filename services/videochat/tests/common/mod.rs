@@ -264,17 +264,7 @@ impl TestApp {
 
     /// Waits until `/readyz` says the gateway's event stream is attached.
     pub async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if http_get(self.bound.ws, "/readyz").await.map(|(s, _)| s) == Some(200) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "gateway never became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_ready(self.bound.ws).await;
     }
 
     pub fn ws_url(&self) -> String {
@@ -380,6 +370,19 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, St
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Some((status, body))
+}
+
+/// Waits until the gateway on `addr` answers `/readyz` with 200: its event stream is attached,
+/// so a user it serves can be rung.
+pub async fn until_ready(addr: std::net::SocketAddr) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while http_get(addr, "/readyz").await.map(|(s, _)| s) != Some(200) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gateway {addr} never ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Plain HTTP request over a TCP socket with extra headers and a body; returns status and body.
