@@ -16,6 +16,8 @@
 
 mod calls;
 mod facts;
+#[cfg(test)]
+mod migrations_tests;
 pub(crate) mod postgres;
 mod rows;
 mod sqlite;
