@@ -12,6 +12,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::process::{free_port, spawn_replica};
 use common::*;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -34,7 +35,7 @@ impl ReplicaProcess {
             Some(addr) => addr,
             None => free_port().await,
         };
-        let child = common::process::spawn_replica(database_url, addr, &[]).await;
+        let child = spawn_replica(database_url, addr, &[]).await;
         Self { addr, child }
     }
 
@@ -44,12 +45,6 @@ impl ReplicaProcess {
         let _ = self.child.wait().await;
         self.addr
     }
-}
-
-/// A port nobody listens on now.
-async fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
 }
 
 struct Gateway {
@@ -73,11 +68,7 @@ impl Gateway {
                 .await
                 .expect("gateway ran");
         });
-        let deadline = Instant::now() + DEADLINE;
-        while http_get(addr, "/readyz").await.map(|(s, _)| s) != Some(200) {
-            assert!(Instant::now() < deadline, "gateway never ready");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until_ready(addr).await;
         Self {
             stop,
             task,

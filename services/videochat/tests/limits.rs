@@ -182,14 +182,7 @@ async fn sockets_per_user_stop_at_the_limit_across_gateways(backend: Backend) {
         videochat::telemetry::prometheus(),
         stop.clone(),
     ));
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while http_get(second, "/readyz").await.map(|(s, _)| s) != Some(200) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "second gateway never ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_ready(second).await;
     let second_url = format!("ws://{second}/ws");
 
     let _phone = app.connect("alice").await;

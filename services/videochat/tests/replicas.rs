@@ -64,18 +64,6 @@ async fn gateway(grpc: SocketAddr) -> (Part, String, SocketAddr) {
     (Part { stop, task }, format!("ws://{addr}/ws"), addr)
 }
 
-/// Waits until the gateway at `addr` says its event stream is attached.
-async fn until_ready(addr: SocketAddr) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while http_get(addr, "/readyz").await.map(|(s, _)| s) != Some(200) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gateway never ready"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Two replicas on one Postgres database, each with a gateway of its own.
 struct Sides {
     db: TestDb,

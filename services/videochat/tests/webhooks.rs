@@ -390,10 +390,7 @@ async fn metric(app: &TestApp, name: &str) -> f64 {
 /// The endpoint is down while the service runs and is stopped; once both are back, everything
 /// written before the restart is delivered.
 async fn deliveries_survive_a_dead_endpoint_and_a_service_restart(backend: Backend) {
-    let port = {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        free.local_addr().unwrap().port()
-    };
+    let port = common::process::free_port().await.port();
     let url = format!("http://127.0.0.1:{port}/calls");
     let first_url = url.clone();
     let mut app = spawn(backend, |_, h| webhooks(h, Some(first_url), None)).await;
