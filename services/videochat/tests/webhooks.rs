@@ -1034,6 +1034,15 @@ async fn a_killed_service_loses_no_delivery() {
         1.0 + counter(&body, "videochat_webhook_attempt_errors_total"),
         "every attempt either failed or delivered: {body}"
     );
+    // Every event type's series is there from the start, at 0: alerts have something to read
+    // before the first failure.
+    for series in [
+        r#"videochat_webhook_failed_total{event="call.missed"} 0"#,
+        r#"videochat_webhook_failed_total{event="other"} 0"#,
+        r#"videochat_webhook_attempts_total{event="push.cancel"} 0"#,
+    ] {
+        assert!(body.lines().any(|l| l == series), "{series} in {body}");
+    }
     second.child.start_kill().unwrap();
     second.child.wait().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
