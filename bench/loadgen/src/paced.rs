@@ -31,6 +31,11 @@ pub struct PacedArgs {
     /// How long to keep starting handshakes, in seconds.
     #[arg(long, default_value_t = 10)]
     pub duration_s: u64,
+    /// Also write every handshake's timings to this CSV file (due time since the start, then
+    /// each latency, in ms), to see when the slow ones happened: a tail that comes in bursts at
+    /// a fixed period points at periodic work.
+    #[arg(long)]
+    pub samples: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,6 +75,8 @@ pub struct PacedLatency {
 
 #[derive(Default)]
 struct Stats {
+    /// (due time since the start, the handshake's timings), when `--samples` asks for them.
+    samples: Option<Vec<(Duration, Sample)>>,
     handshakes: u64,
     errors: Errors,
     start_lag: Hist,
@@ -89,7 +96,10 @@ pub async fn run(connector: Arc<Connector>, args: &PacedArgs) -> anyhow::Result<
         free.try_send(pair)
             .expect("the channel holds the whole pool");
     }
-    let stats = Arc::new(Mutex::new(Stats::default()));
+    let stats = Arc::new(Mutex::new(Stats {
+        samples: args.samples.as_ref().map(|_| Vec::new()),
+        ..Stats::default()
+    }));
     let mut slips = 0;
     let mut scheduled = 0;
     let started = tokio::time::Instant::now();
@@ -113,6 +123,7 @@ pub async fn run(connector: Arc<Connector>, args: &PacedArgs) -> anyhow::Result<
         };
         scheduled += 1;
         let lag = due.elapsed();
+        let at = due - started;
         let (stats, free) = (stats.clone(), free.clone());
         tokio::spawn(async move {
             let mut pair = pair;
@@ -120,6 +131,9 @@ pub async fn run(connector: Arc<Connector>, args: &PacedArgs) -> anyhow::Result<
             {
                 let mut stats = stats.lock().expect("stats lock");
                 stats.start_lag.record(lag);
+                if let (Some(samples), Ok(sample)) = (stats.samples.as_mut(), outcome.as_ref()) {
+                    samples.push((at, sample.clone()));
+                }
                 record(&mut stats, outcome);
             }
             // Recorded first: the end of the run is "every pair back". The pool's channel holds
@@ -136,6 +150,9 @@ pub async fn run(connector: Arc<Connector>, args: &PacedArgs) -> anyhow::Result<
     }
     let elapsed_s = started.elapsed().as_secs_f64();
     let stats = std::mem::take(&mut *stats.lock().expect("stats lock"));
+    if let (Some(path), Some(samples)) = (&args.samples, &stats.samples) {
+        write_samples(path, samples)?;
+    }
     Ok(PacedFigures {
         rate: args.rate,
         pairs: args.pairs,
@@ -156,6 +173,35 @@ pub async fn run(connector: Arc<Connector>, args: &PacedArgs) -> anyhow::Result<
             stop_ringing: stats.stop_ringing.summary(),
         },
     })
+}
+
+/// One CSV line per handshake, in due order.
+fn write_samples(path: &std::path::Path, samples: &[(Duration, Sample)]) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut sorted: Vec<_> = samples.iter().collect();
+    sorted.sort_by_key(|(at, _)| *at);
+    let mut csv = String::from(
+        "due_ms,request_ms,ring_ms,ring_all_ms,accept_ms,credentials_ms,stop_ringing_ms\n",
+    );
+    for (at, s) in sorted {
+        let stop = s
+            .stop_ringing
+            .map(|d| format!("{:.3}", ms(d)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            csv,
+            "{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{stop}",
+            ms(*at),
+            ms(s.request),
+            ms(s.ring_first),
+            ms(s.ring_all),
+            ms(s.accept),
+            ms(s.credentials),
+        );
+    }
+    std::fs::write(path, csv)
+        .map_err(|e| anyhow::anyhow!("cannot write samples to {}: {e}", path.display()))
 }
 
 fn record(stats: &mut Stats, outcome: anyhow::Result<Sample>) {

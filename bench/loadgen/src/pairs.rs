@@ -26,6 +26,7 @@ pub struct Pair {
 }
 
 /// One handshake's latencies.
+#[derive(Clone)]
 pub struct Sample {
     /// Request sent → its response (the ring id).
     pub request: Duration,

@@ -3,14 +3,14 @@
 //! brought up to date by the service's own migrations. The same body runs on both backends.
 
 use std::panic::{AssertUnwindSafe, resume_unwind};
-use std::path::PathBuf;
 
 use futures_util::FutureExt;
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{Connection, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
+use super::scratch::{TempDir, with_postgres};
 use super::webhooks::{decode_devices, pushed_devices_of};
 use crate::domain::RequestId;
 
@@ -128,26 +128,6 @@ where
     }
 }
 
-/// A directory of its own under the temp dir, removed when dropped (also when the test panics).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "vc-migrations-test-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn sqlite_0008_backfills_push_devices_and_traceparent() {
     let dir = TempDir::new();
@@ -163,38 +143,12 @@ async fn sqlite_0008_backfills_push_devices_and_traceparent() {
     pool.close().await;
 }
 
-/// Where the scratch databases are created: the same server and variable as the videochat
-/// crate's Postgres tests (README, "Tests").
-fn postgres_admin_url() -> String {
-    std::env::var("VIDEOCHAT_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 #[tokio::test]
 async fn postgres_0008_backfills_push_devices_and_traceparent() {
-    let admin_url = postgres_admin_url();
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "Postgres tests need a server at {admin_url} ({e}). Start one, or point \
-                 VIDEOCHAT_TEST_POSTGRES_URL at one (a user allowed to CREATE DATABASE)."
-            )
-        });
-    let name = format!("vc_migrations_test_{}", uuid::Uuid::new_v4().simple());
-    // The name is this test's own: a fixed prefix and a uuid.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let base = admin_url
-        .rsplit_once('/')
-        .map(|(base, _)| base)
-        .unwrap_or(&admin_url);
-    let outcome = AssertUnwindSafe(async {
+    with_postgres("vc_migrations_test", |url| async move {
         let pool = PgPoolOptions::new()
             .max_connections(2)
-            .connect(&format!("{base}/{name}"))
+            .connect(&url)
             .await
             .unwrap();
         let outcome = AssertUnwindSafe(push_devices_and_traces_backfill(&pool, &POSTGRES))
@@ -205,17 +159,5 @@ async fn postgres_0008_backfills_push_devices_and_traceparent() {
             resume_unwind(panic);
         }
     })
-    .catch_unwind()
     .await;
-    // Dropped whether the test passed or not.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    admin.close().await.unwrap();
-    if let Err(panic) = outcome {
-        resume_unwind(panic);
-    }
 }

@@ -19,7 +19,11 @@ mod facts;
 #[cfg(test)]
 mod migrations_tests;
 pub(crate) mod postgres;
+#[cfg(test)]
+mod prune_tests;
 mod rows;
+#[cfg(test)]
+mod scratch;
 mod sqlite;
 pub mod webhooks;
 
