@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::config::GatewayConfig;
+use crate::transport::Transport;
 
-/// A channel to the service whose every call carries this gateway's credential.
-pub type ToService = InterceptedService<Channel, Credential>;
+/// The way to the service ([`Transport`]) with this gateway's credential on every call.
+pub type ToService = InterceptedService<Transport, Credential>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
@@ -58,9 +59,9 @@ impl Credential {
         self.header.is_some()
     }
 
-    /// The channel with this credential on every call.
-    pub fn attach(&self, channel: Channel) -> ToService {
-        InterceptedService::new(channel, self.clone())
+    /// The transport with this credential on every call.
+    pub fn attach(&self, transport: Transport) -> ToService {
+        InterceptedService::new(transport, self.clone())
     }
 }
 

@@ -151,6 +151,14 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
+    /// The handle of a gateway calling a service in its own process: there is no replica to
+    /// probe, so a report wakes nobody.
+    pub fn in_process() -> Self {
+        Self {
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
     /// A call failed for want of a replica: probe every address now rather than at the next
     /// round, so that a dead one leaves the balancer before the call's retry.
     pub fn suspect(&self) {

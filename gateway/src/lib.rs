@@ -29,8 +29,10 @@ pub mod registry;
 pub mod resume;
 pub mod server;
 pub mod state;
+pub mod transport;
 pub mod upstream;
 pub mod webhooks;
 
 pub use config::GatewayConfig;
-pub use server::{GatewayError, run};
+pub use server::{GatewayError, run, run_in_process};
+pub use transport::Transport;

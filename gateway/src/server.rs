@@ -25,6 +25,7 @@ use crate::config::GatewayConfig;
 use crate::connection::{self, Session, Ws};
 use crate::credentials::{self, Credential, CredentialError};
 use crate::demo;
+use crate::endpoints::Endpoints;
 use crate::error::WireCode;
 use crate::limits::{self, Limit, PendingUpgrades};
 use crate::link::{Link, LinkError, now_ms};
@@ -32,6 +33,7 @@ use crate::origin::{OriginError, OriginPolicy};
 use crate::registry::Registry;
 use crate::resume;
 use crate::state::Shared;
+use crate::transport::{self, Transport};
 use crate::upstream::{self, Upstream};
 use crate::webhooks;
 
@@ -52,12 +54,35 @@ pub enum GatewayError {
 }
 
 /// Serves until `shutdown`, then closes every socket (1012) and returns within the drain
-/// deadline.
+/// deadline. The handshake service is reached over the network, at `VIDEOCHAT_HANDSHAKE_URL`.
 pub async fn run(
     config: GatewayConfig,
     listener: TcpListener,
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    serve(config, listener, metrics, shutdown, None).await
+}
+
+/// [`run`] for a gateway in the same process as its handshake service (`videochat serve`):
+/// calls and the event stream go straight into the service's gRPC stack (see
+/// [`crate::transport`]); `VIDEOCHAT_HANDSHAKE_URL` is not used.
+pub async fn run_in_process(
+    config: GatewayConfig,
+    listener: TcpListener,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+    service: Transport,
+) -> Result<(), GatewayError> {
+    serve(config, listener, metrics, shutdown, Some(service)).await
+}
+
+async fn serve(
+    config: GatewayConfig,
+    listener: TcpListener,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+    in_process: Option<Transport>,
 ) -> Result<(), GatewayError> {
     if config.uses_dev_secret() {
         tracing::warn!(
@@ -75,12 +100,18 @@ pub async fn run(
              it runs with VIDEOCHAT_GRPC_AUTH=none"
         );
     }
-    let (channel, endpoints, discovery) = upstream::channel(
-        &config.handshake_url,
-        credentials::tls(&config)?,
-        config.handshake_refresh(),
-    )?;
-    let channel = credential.attach(channel);
+    let (transport, endpoints, discovery) = match in_process {
+        Some(service) => (service, Endpoints::in_process(), None),
+        None => {
+            let (channel, endpoints, discovery) = upstream::channel(
+                &config.handshake_url,
+                credentials::tls(&config)?,
+                config.handshake_refresh(),
+            )?;
+            (transport::network(channel), endpoints, Some(discovery))
+        }
+    };
+    let channel = credential.attach(transport);
     let upstream = Upstream::new(channel.clone(), endpoints, config.rpc_timeout());
     let registry = Arc::new(Registry::default());
     let link = Arc::new(Link::new(
@@ -95,7 +126,9 @@ pub async fn run(
     // that their closes still reach the service.
     let link_stop = CancellationToken::new();
     tasks.spawn(link.clone().run(ready_tx, link_stop.clone()));
-    tasks.spawn(discovery.run(link_stop.clone()));
+    if let Some(discovery) = discovery {
+        tasks.spawn(discovery.run(link_stop.clone()));
+    }
     tasks.spawn(auth.watch_jwks(config.jwks_reload(), shutdown.clone()));
     let pending_upgrades = PendingUpgrades::new(config.max_pending_upgrades);
     let http1 = limits::http1_builder(&config);

@@ -43,7 +43,9 @@ pub struct Listeners {
 pub struct Replica {
     handshake: Handshake,
     links: Links,
-    access: grpc::Access,
+    grpc: grpc::Grpc,
+    /// Ends the gateways' event streams when the replica shuts down.
+    streams_end: CancellationToken,
     config: HandshakeConfig,
     /// The webhook dispatcher's parts, when webhooks are configured.
     webhooks: Option<(WebhookSettings, Sender, dispatcher::Wakes)>,
@@ -103,10 +105,19 @@ impl Replica {
             replica_id,
             max_sockets_per_user: config.max_sockets_per_user_cluster,
         };
+        let streams_end = CancellationToken::new();
+        let grpc = grpc::Grpc::new(
+            access,
+            handshake.clone(),
+            links.clone(),
+            streams_end.clone(),
+        )
+        .await;
         Ok(Self {
             handshake,
             links,
-            access,
+            grpc,
+            streams_end,
             config,
             webhooks,
         })
@@ -114,6 +125,12 @@ impl Replica {
 
     pub fn handshake(&self) -> &Handshake {
         &self.handshake
+    }
+
+    /// This replica's gRPC services for a gateway in the same process to call directly (the
+    /// same services and layers as the port; see `videochat serve`).
+    pub fn in_process(&self) -> grpc::InProcess {
+        self.grpc.in_process()
     }
 
     /// Serves until `shutdown`; background tasks stop with it.
@@ -152,15 +169,14 @@ impl Replica {
         if let Some(listener) = listeners.metrics {
             tasks.spawn(metrics_http::serve(listener, metrics, shutdown.clone()));
         }
+        let streams_end = self.streams_end.clone();
+        let stopping = shutdown.clone();
+        tasks.spawn(async move {
+            stopping.cancelled().await;
+            streams_end.cancel();
+        });
         tasks.close();
-        let served = grpc::serve(
-            listeners.grpc,
-            self.access,
-            self.handshake,
-            self.links,
-            shutdown.clone(),
-        )
-        .await;
+        let served = self.grpc.serve(listeners.grpc, shutdown.clone()).await;
         shutdown.cancel();
         tasks.wait().await;
         Ok(served?)

@@ -1,8 +1,8 @@
 //! Internal gRPC authentication (docs/security.md): every method of `Handshake`,
 //! `UserDirectory` and `GatewayLink`, called without a credential, with a wrong one, with the
-//! other role's and with its own — refused with the right status or served. A gateway without
-//! a credential gets no stream, so no events. Health needs no credential; reflection follows
-//! its setting.
+//! other role's and with its own — refused with the right status or served, over the port and
+//! in the process (the way `serve`'s own gateway calls). A gateway without a credential gets no
+//! stream, so no events. Health needs no credential; reflection follows its setting.
 
 mod common;
 
@@ -55,11 +55,43 @@ fn actor() -> Option<pb::Actor> {
     })
 }
 
+/// How a call reaches the service.
+#[derive(Clone, Copy, Debug)]
+enum Way {
+    /// Over the gRPC port.
+    Port,
+    /// Into the replica's gRPC stack in this process, as `serve`'s own gateway calls it.
+    InProcess,
+}
+
+type Channel =
+    tonic::service::interceptor::InterceptedService<videochat_gateway::Transport, Bearer>;
+
+async fn channel(app: &TestApp, way: Way, token: Option<&str>) -> Channel {
+    let transport = match way {
+        Way::Port => videochat_gateway::transport::network(
+            tonic::transport::Endpoint::from_shared(app.grpc_url())
+                .unwrap()
+                .connect()
+                .await
+                .expect("gRPC port reachable"),
+        ),
+        Way::InProcess => app.in_process.clone(),
+    };
+    let bearer = Bearer(token.map(|t| format!("Bearer {t}").parse().unwrap()));
+    tonic::service::interceptor::InterceptedService::new(transport, bearer)
+}
+
+/// Calls `method` as `caller` over the port: see [`call_by`].
+async fn call(app: &TestApp, method: &str, caller: Caller) -> Code {
+    call_by(app, Way::Port, method, caller).await
+}
+
 /// Calls `method` as `caller`: `Code::Ok`, or the status of the refusal or of the answer. The
 /// requests name things that do not exist, so a served call answers NOT_FOUND (never
 /// PERMISSION_DENIED, which only a refusal gives here).
-async fn call(app: &TestApp, method: &str, caller: Caller) -> Code {
-    let channel = app.grpc_as(caller.token()).await;
+async fn call_by(app: &TestApp, way: Way, method: &str, caller: Caller) -> Code {
+    let channel = channel(app, way, caller.token()).await;
     let mut handshake = HandshakeClient::new(channel.clone());
     let mut users = UserDirectoryClient::new(channel.clone());
     let result = match method {
@@ -141,7 +173,7 @@ async fn call(app: &TestApp, method: &str, caller: Caller) -> Code {
 }
 
 /// Attaches as a gateway; the first message it gets, if the stream opens.
-async fn attach(channel: GrpcChannel) -> Result<Option<pb::ServiceMessage>, tonic::Status> {
+async fn attach(channel: Channel) -> Result<Option<pb::ServiceMessage>, tonic::Status> {
     let hello = pb::GatewayMessage {
         kind: Some(pb::gateway_message::Kind::Hello(pb::Hello {
             gateway_id: format!("gw_fake_{}", uuid::Uuid::new_v4().simple()),
@@ -174,20 +206,29 @@ async fn every_method_admits_its_own_role_only(backend: Backend) {
         methods.push((method, &[Caller::Service]));
     }
     methods.push(("Attach", &[Caller::Gateway]));
-    for (method, allowed) in methods {
-        for caller in [Caller::Nobody, Caller::Wrong] {
-            assert_eq!(
-                call(&app, method, caller).await,
-                Code::Unauthenticated,
-                "{method} as {caller:?}"
-            );
-        }
-        for caller in [Caller::Gateway, Caller::Service] {
-            let code = call(&app, method, caller).await;
-            if allowed.contains(&caller) {
-                assert!(served(code), "{method} as {caller:?} was refused: {code:?}");
-            } else {
-                assert_eq!(code, Code::PermissionDenied, "{method} as {caller:?}");
+    for way in [Way::Port, Way::InProcess] {
+        for (method, allowed) in &methods {
+            for caller in [Caller::Nobody, Caller::Wrong] {
+                assert_eq!(
+                    call_by(&app, way, method, caller).await,
+                    Code::Unauthenticated,
+                    "{method} as {caller:?}, {way:?}"
+                );
+            }
+            for caller in [Caller::Gateway, Caller::Service] {
+                let code = call_by(&app, way, method, caller).await;
+                if allowed.contains(&caller) {
+                    assert!(
+                        served(code),
+                        "{method} as {caller:?}, {way:?}, was refused: {code:?}"
+                    );
+                } else {
+                    assert_eq!(
+                        code,
+                        Code::PermissionDenied,
+                        "{method} as {caller:?}, {way:?}"
+                    );
+                }
             }
         }
     }
@@ -237,9 +278,12 @@ async fn a_gateway_without_a_credential_receives_nothing(backend: Backend) {
     let mut alice = app.connect("alice").await;
     let mut bob = app.connect("bob").await;
     for caller in [Caller::Nobody, Caller::Wrong, Caller::Service] {
-        let attached = tokio::time::timeout(DEADLINE, attach(app.grpc_as(caller.token()).await))
-            .await
-            .expect("refused at once");
+        let attached = tokio::time::timeout(
+            DEADLINE,
+            attach(channel(&app, Way::Port, caller.token()).await),
+        )
+        .await
+        .expect("refused at once");
         let status = attached.expect_err("no stream opens");
         assert!(
             matches!(
@@ -251,7 +295,7 @@ async fn a_gateway_without_a_credential_receives_nothing(backend: Backend) {
     }
     // Meanwhile the real gateway is unaffected, and a real gateway credential attaches.
     ring(&mut alice, &mut bob).await;
-    let welcome = attach(app.grpc_as(Some(GATEWAY_TOKEN)).await)
+    let welcome = attach(channel(&app, Way::Port, Some(GATEWAY_TOKEN)).await)
         .await
         .unwrap()
         .expect("a message");
@@ -335,7 +379,7 @@ fn pem(name: &str) -> Vec<u8> {
 async fn tls_channel(
     addr: std::net::SocketAddr,
     client: Option<&str>,
-) -> Result<GrpcChannel, tonic::transport::Error> {
+) -> Result<Channel, tonic::transport::Error> {
     let mut tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(pem("ca.pem")));
     if let Some(name) = client {
@@ -350,7 +394,8 @@ async fn tls_channel(
         .await?;
     let bearer = Bearer(Some(format!("Bearer {GATEWAY_TOKEN}").parse().unwrap()));
     Ok(tonic::service::interceptor::InterceptedService::new(
-        channel, bearer,
+        videochat_gateway::transport::network(channel),
+        bearer,
     ))
 }
 
@@ -365,7 +410,7 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_of_the_configured_ca(
         g.grpc_tls_client_key_file = Some(fixture("gateway.key"));
     })
     .await;
-    // The embedded gateway attached over mTLS (the app is ready) and serves.
+    // The embedded gateway (which calls its replica in the process, not over the port) serves.
     let mut alice = app.connect("alice").await;
     let mut bob = app.connect("bob").await;
     ring(&mut alice, &mut bob).await;

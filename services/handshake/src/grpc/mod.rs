@@ -18,7 +18,10 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic_health::server::HealthReporter;
+use tower::Layer;
 use videochat_proto::v1::{
     FILE_DESCRIPTOR_SET, engine_events_server::EngineEventsServer,
     gateway_link_server::GatewayLinkServer, handshake_server::HandshakeServer,
@@ -28,6 +31,7 @@ use videochat_proto::v1::{
 use crate::config::HandshakeConfig;
 use crate::delivery::link::Links;
 use crate::service::Handshake;
+use observe::{Observe, ObserveLayer};
 
 pub use engine_events::EngineEventsApi;
 pub use gateway_link::GatewayLinkApi;
@@ -109,87 +113,120 @@ fn read(setting: &'static str, path: &Path) -> Result<Vec<u8>, AccessError> {
     })
 }
 
-/// Serves gRPC on `listener` until `shutdown`, then drains in-flight calls.
-pub async fn serve(
-    listener: TcpListener,
-    access: Access,
-    handshake: Handshake,
-    links: Links,
-    shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<HandshakeServer<HandshakeApi>>()
-        .await;
-    health_reporter
-        .set_serving::<UserDirectoryServer<UserDirectoryApi>>()
-        .await;
-    health_reporter
-        .set_serving::<GatewayLinkServer<GatewayLinkApi>>()
-        .await;
-    health_reporter
-        .set_serving::<WebhookDeliveriesServer<WebhookDeliveriesApi>>()
-        .await;
+/// The gRPC services of one replica, built once: the TCP server serves them, and a gateway in
+/// the same process (`videochat serve`) calls them directly ([`Grpc::in_process`]).
+pub struct Grpc {
+    routes: Routes,
+    policy: Arc<auth::Policy>,
+    tls: Option<ServerTlsConfig>,
+    health: HealthReporter,
+}
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| {
-            tracing::error!(error = %e, "reflection v1 unavailable");
-            e
-        });
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| {
-            tracing::error!(error = %e, "reflection v1alpha unavailable");
-            e
-        });
+/// A replica's gRPC stack as a tower service: the router behind the same authentication and
+/// observation layers as the port's (see the gateway's `transport` module).
+pub type InProcess = Observe<auth::Authorize<Routes>>;
 
-    let (reflection_v1, reflection_v1alpha) = if access.reflection {
-        (reflection_v1.ok(), reflection_v1alpha.ok())
-    } else {
-        (None, None)
-    };
-    let stream_shutdown = shutdown.clone();
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = access.tls {
-        builder = builder.tls_config(tls)?;
+impl Grpc {
+    /// Every service of the port; `GatewayLink` streams end when `streams_end` fires.
+    pub async fn new(
+        access: Access,
+        handshake: Handshake,
+        links: Links,
+        streams_end: CancellationToken,
+    ) -> Self {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<HandshakeServer<HandshakeApi>>().await;
+        health
+            .set_serving::<UserDirectoryServer<UserDirectoryApi>>()
+            .await;
+        health
+            .set_serving::<GatewayLinkServer<GatewayLinkApi>>()
+            .await;
+        health
+            .set_serving::<WebhookDeliveriesServer<WebhookDeliveriesApi>>()
+            .await;
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| {
+                tracing::error!(error = %e, "reflection v1 unavailable");
+                e
+            });
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| {
+                tracing::error!(error = %e, "reflection v1alpha unavailable");
+                e
+            });
+        let mut routes = Routes::builder();
+        routes
+            .add_service(health_service)
+            .add_service(HandshakeServer::new(HandshakeApi::new(handshake.clone())))
+            .add_service(UserDirectoryServer::new(UserDirectoryApi::new(
+                handshake.clone(),
+            )))
+            .add_service(EngineEventsServer::new(EngineEventsApi::new(
+                handshake.clone(),
+            )))
+            .add_service(GatewayLinkServer::new(GatewayLinkApi::new(
+                links,
+                streams_end,
+            )))
+            .add_service(WebhookDeliveriesServer::new(WebhookDeliveriesApi::new(
+                handshake,
+            )));
+        if access.reflection {
+            if let Ok(v1) = reflection_v1 {
+                routes.add_service(v1);
+            }
+            if let Ok(v1alpha) = reflection_v1alpha {
+                routes.add_service(v1alpha);
+            }
+        }
+        Self {
+            routes: routes.routes().prepare(),
+            policy: access.policy,
+            tls: access.tls,
+            health,
+        }
     }
-    let router = builder
-        // Outermost, so refused calls are traced and timed too.
-        .layer(observe::ObserveLayer)
-        .layer(auth::AuthLayer::new(access.policy))
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(health_service)
-        .add_service(HandshakeServer::new(HandshakeApi::new(handshake.clone())))
-        .add_service(UserDirectoryServer::new(UserDirectoryApi::new(
-            handshake.clone(),
-        )))
-        .add_service(EngineEventsServer::new(EngineEventsApi::new(
-            handshake.clone(),
-        )))
-        .add_service(GatewayLinkServer::new(GatewayLinkApi::new(
-            links,
-            stream_shutdown,
-        )))
-        .add_service(WebhookDeliveriesServer::new(WebhookDeliveriesApi::new(
-            handshake.clone(),
-        )))
-        .add_optional_service(reflection_v1)
-        .add_optional_service(reflection_v1alpha);
 
-    router
-        .serve_with_incoming_shutdown(incoming(listener), async move {
-            shutdown.cancelled().await;
-            health_reporter
-                .set_not_serving::<HandshakeServer<HandshakeApi>>()
-                .await;
-        })
-        .await
+    /// The services behind the port's own layers, to be called in this process.
+    pub fn in_process(&self) -> InProcess {
+        ObserveLayer.layer(auth::AuthLayer::new(self.policy.clone()).layer(self.routes.clone()))
+    }
+
+    /// Serves on `listener` until `shutdown`, then drains in-flight calls.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), tonic::transport::Error> {
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let health = self.health;
+        let mut server = builder
+            // Outermost, so refused calls are traced and timed too.
+            .layer(ObserveLayer)
+            .layer(auth::AuthLayer::new(self.policy))
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+        server
+            .add_routes(self.routes)
+            .serve_with_incoming_shutdown(incoming(listener), async move {
+                shutdown.cancelled().await;
+                health
+                    .set_not_serving::<HandshakeServer<HandshakeApi>>()
+                    .await;
+            })
+            .await
+    }
 }
 
 /// Accepted connections with Nagle's algorithm off: events stream as small HTTP/2 frames, and

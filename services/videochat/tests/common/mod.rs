@@ -219,6 +219,8 @@ impl Drop for TestDb {
 /// The whole stack (gateway + handshake service, gRPC between them) on ephemeral ports.
 pub struct TestApp {
     pub bound: Bound,
+    /// The replica's gRPC stack as the embedded gateway calls it (in this process).
+    pub in_process: videochat_gateway::Transport,
     pub db: TestDb,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -249,10 +251,12 @@ impl TestApp {
             .await
             .expect("stack starts");
         let bound = embedded.bound;
+        let in_process = embedded.in_process();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(embedded.run(shutdown.clone()));
         let app = Self {
             bound,
+            in_process,
             db,
             shutdown,
             task: Some(task),
