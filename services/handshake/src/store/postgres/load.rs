@@ -245,14 +245,21 @@ impl Run<LoadJob, Facts> for Loads {
     ) -> Pin<Box<dyn Future<Output = Vec<StoreResult<Facts>>> + Send + 'a>> {
         Box::pin(async move {
             let mut results: Vec<Option<StoreResult<Facts>>> = jobs.iter().map(|_| None).collect();
-            for group in 0..5u8 {
-                let ops: Vec<usize> = (0..jobs.len())
-                    .filter(|&i| kind(&jobs[i].command) == group)
-                    .collect();
-                if ops.is_empty() {
-                    continue;
-                }
-                match self.load_kind(jobs, &ops).await {
+            let groups: Vec<Vec<usize>> = (0..5u8)
+                .map(|group| {
+                    (0..jobs.len())
+                        .filter(|&i| kind(&jobs[i].command) == group)
+                        .collect::<Vec<usize>>()
+                })
+                .filter(|ops| !ops.is_empty())
+                .collect();
+            // Each kind is a statement of its own, on a connection of its own, all at once: a
+            // batch waits for the slowest, not for their sum.
+            let loaded =
+                futures_util::future::join_all(groups.iter().map(|ops| self.load_kind(jobs, ops)))
+                    .await;
+            for (ops, loaded) in groups.into_iter().zip(loaded) {
+                match loaded {
                     Ok(mut facts) => {
                         for i in ops {
                             results[i] =
