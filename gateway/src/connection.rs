@@ -151,7 +151,20 @@ async fn serve(mut ws: Ws, session: &Session, shared: &Shared) -> (Ws, Ending) {
                             // not in every idle socket's task.
                             Box::pin(handle(text.as_str(), socket, shared)).await
                         };
-                        if send(&mut ws, reply.into(), sent).await.is_err() {
+                        // The answer first, then the events already queued (often caused by
+                        // this very request: an accept's `videochatAccepted` to the
+                        // acceptor's own socket), written together: one flush, one TCP
+                        // segment, where there were two.
+                        count_sent(sent);
+                        let mut written = ws.feed(Message::Text(reply.into())).await.is_ok();
+                        for frame in socket.take_ready() {
+                            if !written {
+                                break;
+                            }
+                            count_sent(Sent::Event(frame.name));
+                            written = ws.feed(Message::Text(frame.text.clone())).await.is_ok();
+                        }
+                        if !written || ws.flush().await.is_err() {
                             break Ending::Broken;
                         }
                     }

@@ -129,6 +129,18 @@ impl Socket {
         }
     }
 
+    /// The frames queued right now, without waiting (none when the queue is empty or the
+    /// socket was kicked: [`Socket::next`] reports that).
+    pub fn take_ready(&self) -> Vec<Arc<EventFrame>> {
+        let mut state = self.state();
+        if state.kicked || state.queue.is_empty() {
+            return Vec::new();
+        }
+        let frames: Vec<_> = state.queue.drain(..).collect();
+        state.queue.shrink_to_fit();
+        frames
+    }
+
     /// Queues frames for the socket; kicks it when its queue is full.
     fn push(&self, state: &mut SocketState, frame: Arc<EventFrame>) -> bool {
         if let Some(ring) = &frame.ring
@@ -388,6 +400,32 @@ mod tests {
         registry.close(&one);
         assert_eq!(registry.socket_count(), 1);
         assert_eq!(registry.snapshot(), vec![("c2".into(), "bob".into(), 1)]);
+    }
+
+    #[test]
+    fn take_ready_returns_what_is_queued_in_order_without_waiting() {
+        let registry = Registry::default();
+        let (socket, _) = registry.open("bob", "c1");
+        registry.registered(&socket, 0, Vec::new());
+        assert!(socket.take_ready().is_empty());
+        registry.deliver("bob", 1, &frame("first", None));
+        registry.deliver("bob", 2, &frame("second", None));
+        let names: Vec<_> = socket.take_ready().iter().map(|f| f.name).collect();
+        assert_eq!(names, ["first", "second"]);
+        assert!(socket.take_ready().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn take_ready_leaves_a_kicked_socket_to_next() {
+        let registry = Registry::default();
+        let (socket, _) = registry.open("bob", "c1");
+        registry.registered(&socket, 0, Vec::new());
+        for seq in 1..=(SOCKET_QUEUE as u64 + 1) {
+            registry.deliver("bob", seq, &frame("x", None));
+        }
+        assert!(socket.take_ready().is_empty());
+        let next = futures_util::FutureExt::now_or_never(socket.next());
+        assert!(matches!(next, Some(Err(Kicked))), "next reports the kick");
     }
 
     #[test]

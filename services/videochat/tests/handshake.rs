@@ -26,6 +26,7 @@ on_both_backends!(
     invite_rings_with_participants_and_counter,
     concurrent_accepts_from_two_devices_let_exactly_one_win,
     a_user_whose_sockets_all_closed_is_unavailable,
+    the_acceptor_hears_its_answer_before_the_event_it_caused,
 );
 
 fn rid(frame: &Value) -> String {
@@ -583,5 +584,30 @@ async fn a_user_whose_sockets_all_closed_is_unavailable(backend: Backend) {
     // Presence is dropped before the server acknowledges the close: no race to wait out.
     bob_tab.close().await;
     refused(&mut alice, REQUEST, json!({ "targetUser": "bob" }), 10011).await;
+    app.stop().await;
+}
+
+/// The acceptor's own socket gets the accept's answer first and the `videochatAccepted` the
+/// accept caused right after it (the gateway writes both at once, answer first).
+async fn the_acceptor_hears_its_answer_before_the_event_it_caused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut alice = app.connect("alice").await;
+    let mut bob = app.connect("bob").await;
+    for _ in 0..5 {
+        let id = ring(&mut alice, &mut bob).await;
+        let response = bob
+            .request(
+                "videochat:acceptVideochatRequest",
+                json!({ "videochatRequestId": id }),
+            )
+            .await;
+        ok(&response);
+        assert!(
+            !bob.has_queued(ACCEPTED),
+            "videochatAccepted arrived before the answer to the accept"
+        );
+        assert_eq!(bob.event(ACCEPTED).await["data"]["videochatRequestId"], id);
+        alice.event(DIRECT_ACCEPTED).await;
+    }
     app.stop().await;
 }

@@ -549,6 +549,11 @@ impl Client {
         }
     }
 
+    /// Whether an event of `kind` has arrived and is waiting (read before a response, say).
+    pub fn has_queued(&self, kind: &str) -> bool {
+        self.inbox.iter().any(|f| f["type"] == kind)
+    }
+
     /// Asserts that no event of `kind` arrives within `window`.
     pub async fn no_event(&mut self, kind: &str, window: Duration) {
         assert!(
