@@ -24,7 +24,7 @@ use std::sync::Arc;
 use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, PgPool, Postgres};
 
-use super::Announce;
+use super::announce::Announce;
 use super::batch::Run;
 use crate::change::{IdempotencyRecord, RecordedOutcome};
 use crate::domain::VideochatRequest;

@@ -7,21 +7,23 @@
 //! user's events), append the events and record the idempotency answers, one round trip and one
 //! commit, no explicit transaction. A lone operation runs alone at once.
 //!
-//! Replicas hear of each other's events without a NOTIFY inside any write: after local commits
-//! with events, one background task sends at most one `NOTIFY` per [`NOTIFY_EVERY`] carrying
-//! this replica's origin; the others' followers then read the outbox ([`Store::follow`]).
+//! Replicas hear of each other's events without a NOTIFY inside any write ([`announce`]): after
+//! local commits with events, one background task sends at most one `NOTIFY` every few
+//! milliseconds, and only while another replica is listening; the others' followers then read
+//! the outbox ([`Store::follow`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use std::str::FromStr;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use tokio::sync::{Notify, watch};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+mod announce;
 mod apply;
 mod batch;
 mod load;
@@ -48,10 +50,6 @@ use crate::engine::events::RoomEvent;
 use crate::history::{CallEntry, CallPage};
 use crate::machine::Command;
 
-/// NOTIFY channel announcing new outbox events; the payload is the committing replica's origin.
-pub const OUTBOX_CHANNEL: &str = "videochat_outbox";
-/// At most one announcement per this interval, however many commits.
-const NOTIFY_EVERY: Duration = Duration::from_millis(5);
 /// Most events one follower read returns.
 const FOLLOW_BATCH: i64 = 5_000;
 /// Users per replay query when a gateway reattaches.
@@ -109,20 +107,6 @@ pub(crate) fn suspect_connections() {
     SUSPECT_UNTIL_MS.fetch_max(crate::service::now_ms() + SUSPECT_FOR_MS, Ordering::Relaxed);
 }
 
-/// Set by commits with events; the announcer sends one NOTIFY for all of them.
-#[derive(Default)]
-pub(super) struct Announce {
-    pending: AtomicBool,
-    wake: Notify,
-}
-
-impl Announce {
-    fn commit_with_events(&self) {
-        self.pending.store(true, Ordering::Release);
-        self.wake.notify_one();
-    }
-}
-
 impl PostgresStore {
     pub async fn connect(url: &str, max_connections: u32, origin: &str) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)
@@ -170,21 +154,15 @@ impl PostgresStore {
         MIGRATOR.run(&pool).await?;
         let (sender, _) = super::signal();
         let signal = Arc::new(sender);
-        let announce = Arc::new(Announce::default());
         let stop = CancellationToken::new();
-        let listener = PgListener::connect_with(&pool).await?;
-        tokio::spawn(listen(
-            listener,
-            origin.to_owned(),
+        let announce = announce::start(
+            &pool,
+            origin,
             signal.clone(),
+            announce::Timing::default(),
             stop.clone(),
-        ));
-        tokio::spawn(announce_commits(
-            pool.clone(),
-            origin.to_owned(),
-            announce.clone(),
-            stop.clone(),
-        ));
+        )
+        .await?;
         let loads = Batcher::start(
             Arc::new(Loads { pool: pool.clone() }),
             EXECUTORS,
@@ -211,63 +189,6 @@ impl PostgresStore {
             applies,
             _tasks: stop.drop_guard(),
         })
-    }
-}
-
-/// Relays other replicas' announcements into the local signal. On a lost connection
-/// `PgListener` reconnects by itself; followers also poll, so a NOTIFY missed meanwhile only
-/// delays delivery.
-async fn listen(
-    mut listener: PgListener,
-    origin: String,
-    signal: Arc<watch::Sender<u64>>,
-    stop: CancellationToken,
-) {
-    if let Err(error) = listener.listen(OUTBOX_CHANNEL).await {
-        tracing::error!(%error, "cannot LISTEN for outbox events; falling back to polling");
-        return;
-    }
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            received = listener.try_recv() => match received {
-                Ok(Some(notification)) if notification.payload() == origin => {}
-                Ok(_) => super::bump(&signal),
-                Err(error) => {
-                    tracing::warn!(%error, "outbox LISTEN connection lost; reconnecting");
-                    super::bump(&signal);
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            },
-        }
-    }
-}
-
-/// Sends one NOTIFY for every burst of local commits with events, outside those commits (a
-/// NOTIFY inside a write would serialize every writer of the instance on the notify queue).
-async fn announce_commits(
-    pool: PgPool,
-    origin: String,
-    announce: Arc<Announce>,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = announce.wake.notified() => {}
-        }
-        if !announce.pending.swap(false, Ordering::AcqRel) {
-            continue;
-        }
-        if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(OUTBOX_CHANNEL)
-            .bind(&origin)
-            .execute(&pool)
-            .await
-        {
-            tracing::debug!(%error, "cannot announce new events; other replicas will poll");
-        }
-        tokio::time::sleep(NOTIFY_EVERY).await;
     }
 }
 

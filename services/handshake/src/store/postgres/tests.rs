@@ -97,3 +97,98 @@ async fn the_stores_sessions_never_jit_compile() {
     })
     .await;
 }
+
+/// Counts the notifications on the outbox channel whose payload is `origin`, for `window`.
+async fn heard_from(
+    listener: &mut sqlx::postgres::PgListener,
+    origin: &str,
+    window: std::time::Duration,
+) -> usize {
+    let until = tokio::time::Instant::now() + window;
+    let mut heard = 0;
+    while let Ok(received) = tokio::time::timeout_at(until, listener.recv()).await {
+        if received.unwrap().payload() == origin {
+            heard += 1;
+        }
+    }
+    heard
+}
+
+/// A replica alone says hello every `hello_every` and nothing for its commits; once another
+/// origin speaks on the channel, its commits are announced at once (and it wakes its follower).
+#[tokio::test]
+async fn a_replica_alone_only_says_hello_and_announces_commits_once_a_peer_speaks() {
+    use std::time::Duration;
+
+    use super::announce::{self, OUTBOX_CHANNEL, Timing};
+
+    with_postgres("vc_announce_test", |url| async move {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let mut observer = sqlx::postgres::PgListener::connect(&url).await.unwrap();
+        observer.listen(OUTBOX_CHANNEL).await.unwrap();
+        let (signal, mut woken) = crate::store::signal();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let timing = Timing {
+            notify_every: Duration::from_millis(1),
+            hello_every: Duration::from_millis(200),
+            peers_for: Duration::from_millis(300),
+        };
+        let announce = announce::start(
+            &pool,
+            "replica-a",
+            std::sync::Arc::new(signal),
+            timing,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        // Past the start-up window, with nobody else on the channel.
+        let _ = heard_from(&mut observer, "replica-a", Duration::from_millis(400)).await;
+
+        let committing = {
+            let announce = announce.clone();
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    announce.commit_with_events();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        let alone = heard_from(&mut observer, "replica-a", Duration::from_millis(1000)).await;
+        committing.await.unwrap();
+        assert!(
+            (2..=8).contains(&alone),
+            "alone: {alone} notifications for 100 commits in 1 s (hellos every 200 ms expected)"
+        );
+
+        // Another replica says hello: replica-a hears it, wakes its follower, and announces.
+        woken.borrow_and_update();
+        sqlx::query("SELECT pg_notify($1, 'replica-b')")
+            .bind(OUTBOX_CHANNEL)
+            .execute(&pool)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), woken.changed())
+            .await
+            .expect("the peer's hello wakes the follower")
+            .unwrap();
+        let committing = {
+            let announce = announce.clone();
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    announce.commit_with_events();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        let with_peer = heard_from(&mut observer, "replica-a", Duration::from_millis(110)).await;
+        committing.await.unwrap();
+        assert!(
+            with_peer >= 5,
+            "with a peer: {with_peer} notifications for 10 commits in 110 ms"
+        );
+        stop.cancel();
+        pool.close().await;
+    })
+    .await;
+}
