@@ -11,6 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    videochat::allocator::configure();
     let cli = Cli::parse();
     let cli = match cli.command {
         // A user-facing command whose output is the point: no log set-up, its own exit codes.
