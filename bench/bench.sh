@@ -42,6 +42,18 @@ stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 run_dir="$OUT/runs/$stamp-$LABEL"
 mkdir -p "$run_dir"
 
+# How fast this machine switches between threads right now (perf's pipe ping-pong, µs per
+# round trip): every handshake is a chain of wake-ups across processes (load generator, server,
+# Postgres), and on this VM that cost has been seen to vary 4× within an hour while a CPU-bound
+# loop stays as fast. Printed and kept in the JSON so that figures from different runs can be
+# told apart; compare builds within one run.
+wakeup_us() {
+  command -v perf > /dev/null || { echo "unknown"; return; }
+  perf bench sched pipe -l 50000 2> /dev/null | awk '/usecs\/op/ {print $1}' || echo "unknown"
+}
+wakeup_before="$(wakeup_us)"
+echo "== machine: ${wakeup_before} us per thread wake-up round trip (perf bench sched pipe)"
+
 echo "== build"
 # Both packages always, even with VIDEOCHAT_BIN: building one alone unifies features differently
 # and rebuilds half the dependency tree.
@@ -199,7 +211,9 @@ for target in $TARGETS; do
   esac
 done
 
+wakeup_after="$(wakeup_us)"
 echo
+echo "== machine: ${wakeup_after} us per thread wake-up round trip at the end (${wakeup_before} at the start)"
 echo "== summary ($LABEL, ${DURATION}s per scenario)"
 if [ "${#reports[@]}" -gt 0 ]; then
   commit="$(git rev-parse --short HEAD 2> /dev/null || echo unknown)"
@@ -209,6 +223,7 @@ if [ "${#reports[@]}" -gt 0 ]; then
     --meta "server_bin=$SERVER" --meta "cores=$(nproc)" --meta "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)" \
     --meta "duration_s=$DURATION" --meta "pairs=$PAIRS" --meta "rate=$RATE" --meta "pool=$POOL" \
     --meta "sockets=$SOCKETS" --meta "only=$ONLY" --meta "targets=$TARGETS" --meta "run_dir=$run_dir" \
+    --meta "wakeup_us_before=$wakeup_before" --meta "wakeup_us_after=$wakeup_after" \
     "${reports[@]}"
   cp "$OUT/results.json" "$OUT/results-$stamp-$LABEL.json"
   echo

@@ -5,7 +5,8 @@
 //! the [`store`] loads and returning the [`change::Change`] it writes (Postgres and SQLite);
 //! [`delivery`] is the story of an event from its commit to a gateway; [`engine`] the media
 //! engines' credentials; [`grpc`] the RPC surface; [`service`] the glue that runs an operation
-//! as load → decide → write with idempotency and retries.
+//! as load → decide → write with idempotency and retries ([`ringing`]: the accepts it decides
+//! without a load).
 
 pub mod change;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod history;
 pub mod housekeeping;
 pub mod machine;
 mod metrics_http;
+mod ringing;
 pub mod server;
 pub mod service;
 pub mod store;

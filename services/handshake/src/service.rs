@@ -16,6 +16,7 @@ use crate::engine::{EngineKind, Engines};
 use crate::error::{ErrorCode, HandshakeError};
 use crate::history::CallPage;
 use crate::machine::{self, Command, Context, Decision, Limits, Reply};
+use crate::ringing::Ringing;
 use crate::store::RoomApplied;
 use crate::store::{IdempotencyRecord, Outbound, RecordedOutcome, Store, StoreError, Write};
 use crate::webhooks::handoff::Handoff;
@@ -44,6 +45,8 @@ pub struct Handshake {
     /// The engines whose room webhooks are received.
     events: Arc<EventSources>,
     webhooks: Option<Arc<Handoff>>,
+    /// Direct rings rung here, for deciding their accepts without reading them back.
+    ringing: Arc<Ringing>,
 }
 
 impl Handshake {
@@ -62,6 +65,7 @@ impl Handshake {
             limits,
             events: Arc::new(EventSources::default()),
             webhooks: None,
+            ringing: Arc::new(Ringing::default()),
         }
     }
 
@@ -149,7 +153,19 @@ impl Handshake {
     ) -> Result<Reply, HandshakeError> {
         for attempt in 1..=MAX_ATTEMPTS {
             let now = now_ms();
-            let mut facts = self.store.load(actor, key, command, now).await?;
+            // An accept of a ring rung here is decided from memory first (see `ringing`); any
+            // other outcome than a committed acceptance is decided again from the database.
+            let remembered = match command {
+                Command::Accept { request } if attempt == 1 => {
+                    self.ringing.accept_facts(request, now)
+                }
+                _ => None,
+            };
+            let from_memory = remembered.is_some();
+            let mut facts = match remembered {
+                Some(facts) => facts,
+                None => self.store.load(actor, key, command, now).await?,
+            };
             if let Some(record) = facts.idempotency.take() {
                 return replay(record, command);
             }
@@ -159,6 +175,11 @@ impl Handshake {
             }
             let decision = match machine::decide(&facts, &self.context(now), actor, command) {
                 Ok(decision) => decision,
+                Err(_) if from_memory => {
+                    metrics::counter!("videochat_accepts_from_memory_total", "result" => "refused")
+                        .increment(1);
+                    continue;
+                }
                 Err(
                     refusal @ (HandshakeError::TooManyPendingRings(_)
                     | HandshakeError::TooManyInvites(_)),
@@ -193,8 +214,25 @@ impl Handshake {
                 .await
             {
                 Ok(()) => {
+                    if from_memory {
+                        metrics::counter!("videochat_accepts_from_memory_total", "result" => "accepted")
+                            .increment(1);
+                    }
+                    if let Some(ring) = &decision.change.new_request
+                        && outbound.push_handoff.is_none()
+                    {
+                        self.ringing.remember(ring, &facts.users, now);
+                    }
                     observe(&decision, command.name());
                     return Ok(decision.reply);
+                }
+                Err(StoreError::Stale | StoreError::Conflict) if from_memory => {
+                    // The ring is not what this replica remembered: ask the database.
+                    metrics::counter!("videochat_accepts_from_memory_total", "result" => "stale")
+                        .increment(1);
+                    if let Command::Accept { request } = command {
+                        self.ringing.forget(request);
+                    }
                 }
                 Err(StoreError::Stale | StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
                     tracing::debug!(
@@ -220,6 +258,10 @@ impl Handshake {
         traceparent: &str,
         now: i64,
     ) -> Result<(), StoreError> {
+        if let Some(finish) = &change.finish {
+            // Ended (or about to, if this write commits): nothing to accept from memory.
+            self.ringing.forget(&finish.request);
+        }
         let (rows, mut events): (Vec<_>, Vec<pb::Event>) =
             change.events.iter().map(delivery::encode).unzip();
         let positions = self

@@ -463,3 +463,81 @@ async fn a_gateway_whose_lease_lapsed_is_made_to_reattach_and_its_users_return()
     }
     app.stop().await;
 }
+
+/// How many accepts replicas of this process decided from memory, by result
+/// (`videochat_accepts_from_memory_total`).
+fn accepts_from_memory(result: &str) -> u64 {
+    let metrics = videochat::telemetry::prometheus().render();
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("videochat_accepts_from_memory_total")
+                && l.contains(&format!("result=\"{result}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A replica decides an accept of a ring it rang from memory; when another replica ended that
+/// ring meanwhile, the write finds it no longer ringing and the accept is decided again from the
+/// database: refused, nothing written, nobody told it was accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_ended_through_another_replica_is_not_accepted_from_memory() {
+    let sides = Sides::start().await;
+    // alice and bob on gateway one (replica one, which rings and remembers); alice also on
+    // gateway two (replica two).
+    let mut alice = connect(&sides.ws_one, "alice").await;
+    let mut bob = connect(&sides.ws_one, "bob").await;
+    let mut alice_elsewhere = connect(&sides.ws_two, "alice").await;
+
+    let accepted_before = accepts_from_memory("accepted");
+    let first = ring(&mut alice, &mut bob).await;
+    accept(&mut alice, &mut bob, &first).await;
+    assert!(
+        accepts_from_memory("accepted") > accepted_before,
+        "an accept on the replica that rang is decided from memory"
+    );
+
+    let stale_before = accepts_from_memory("stale");
+    let second = ring(&mut alice, &mut bob).await;
+    // alice cancels it from her other device, through replica two.
+    ok(&alice_elsewhere
+        .request(
+            "videochat:declineVideochatRequest",
+            json!({ "videochatRequestId": second }),
+        )
+        .await);
+    assert_eq!(bob.event(DECLINED).await["data"]["reason"], "cancelled");
+    // bob's accept reaches replica one, which still remembers the ring as ringing.
+    let answer = bob
+        .request(
+            "videochat:acceptVideochatRequest",
+            json!({ "videochatRequestId": second }),
+        )
+        .await;
+    assert_eq!(answer["error"]["status"], true, "refused: {answer}");
+    assert_eq!(answer["error"]["code"], 10014, "not pending: {answer}");
+    assert!(answer["data"].get("token").is_none(), "{answer}");
+    assert!(
+        accepts_from_memory("stale") > stale_before,
+        "the write found the ring ended and the accept was decided again"
+    );
+    alice
+        .no_event(DIRECT_ACCEPTED, Duration::from_millis(300))
+        .await;
+    let status: (String,) = sqlx::query_as("SELECT status FROM videochat_requests WHERE id = $1")
+        .bind(second.as_str().unwrap())
+        .fetch_one(&sqlx::PgPool::connect(&sides.db.url).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.0, "cancelled");
+
+    for part in [
+        sides.gateway_one,
+        sides.gateway_two,
+        sides.first,
+        sides.second,
+    ] {
+        part.stop().await;
+    }
+}
