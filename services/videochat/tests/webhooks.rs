@@ -900,6 +900,62 @@ async fn two_replicas_share_the_outbox_without_sending_a_delivery_twice() {
     app.stop().await;
 }
 
+/// With one attempt at a time and two endpoints, every commit hands the dispatcher more
+/// deliveries than it has slots (the dispatcher starts those it has slots for and waits for the
+/// rest): each event still reaches each endpoint exactly once, and every outcome is recorded
+/// (the outbox empties).
+async fn more_deliveries_than_slots_are_each_sent_once(backend: Backend) {
+    let receiver = Receiver::start(0).await;
+    let endpoints = vec![receiver.url("/one"), receiver.url("/two")];
+    let app = spawn(backend, |_, h| {
+        webhooks(h, None, None);
+        h.webhooks.webhook_url = endpoints;
+        h.webhooks.webhook_concurrency = 1;
+    })
+    .await;
+    let mut requests = Vec::new();
+    for (caller, callee) in [("alice", "bob"), ("carol", "dave"), ("erin", "frank")] {
+        let mut caller = app.connect(caller).await;
+        let mut callee = app.connect(callee).await;
+        let request = ring(&mut caller, &mut callee).await;
+        accept(&mut caller, &mut callee, &request).await;
+        requests.push(request);
+    }
+    let expected = requests.len() * 2 * 2;
+    receiver
+        .until(DEADLINE, |r| delivered(r).len() >= expected)
+        .await;
+    // Anything sent twice would have arrived by now too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = receiver.received().await;
+    assert!(received.iter().all(|r| r["verified"] == true));
+    assert_eq!(delivered(&received).len(), expected, "{received:#?}");
+    for request in &requests {
+        for event in ["call.requested", "call.accepted"] {
+            let paths: BTreeSet<&str> = of_type(&received, event, request)
+                .iter()
+                .map(|r| r["path"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                paths,
+                BTreeSet::from(["/one", "/two"]),
+                "{event} of {request}"
+            );
+            assert_eq!(
+                of_type(&received, event, request).len(),
+                2,
+                "{event} of {request}"
+            );
+        }
+    }
+    let started = tokio::time::Instant::now();
+    while outbox_rows(&app).await != 0 {
+        assert!(started.elapsed() < DEADLINE, "outcomes were not recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+}
+
 on_both_backends!(
     every_call_status_event_arrives_signed,
     a_failing_endpoint_gets_every_event_once_it_recovers,
@@ -910,6 +966,7 @@ on_both_backends!(
     a_cancelled_push_ring_sends_push_cancel,
     without_a_device_or_the_setting_an_offline_user_is_not_available,
     bad_register_frames_are_refused_and_change_nothing,
+    more_deliveries_than_slots_are_each_sent_once,
 );
 
 /// Deliveries are sent from a thread of their own, scheduled below the handshake's threads, so

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use rand::Rng as _;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -242,12 +242,7 @@ pub async fn run(
             Some(batch) = committed.recv() => {
                 // Sent at once, already claimed: the table is read only when due anyway.
                 claim = Instant::now() >= claim_at;
-                for delivery in batch {
-                    let Ok(slot) = slots.clone().acquire_owned().await else {
-                        break;
-                    };
-                    tasks.spawn_on(deliver(attempts.clone(), delivery, slot), &on);
-                }
+                start(batch, &attempts, &slots, &tasks, &on).await;
             }
             _ = wake.notified() => {}
             changed = outbox.changed(), if outbox_open => outbox_open = changed.is_ok(),
@@ -264,22 +259,34 @@ pub async fn run(
 }
 
 /// Records attempts' outcomes in batches: whatever arrives within [`SETTLE_LINGER`] of the
-/// first, up to [`MAX_SETTLE`], in one statement. Under load that is one write for hundreds of
-/// deliveries instead of one each, and the write path shares the database with fewer commits.
+/// first, [`MAX_SETTLE`] per statement. Under load that is one write for hundreds of deliveries
+/// instead of one each, and the write path shares the database with fewer commits.
+///
+/// The linger is a sleep followed by taking what came, not a wait on each outcome: outcomes come
+/// from the webhook thread, and a receiver waiting on the channel is woken (a thread of this
+/// runtime unparked, a context switch on an idle core) by every one of them, thousands a second
+/// under load. Asleep, it is woken once per batch.
 async fn record_outcomes(store: Arc<dyn Store>, mut outcomes: mpsc::Receiver<(String, Settle)>) {
+    let mut batch = Vec::with_capacity(MAX_SETTLE);
     while let Some(first) = outcomes.recv().await {
-        let mut batch = vec![first];
-        let until = Instant::now() + SETTLE_LINGER;
-        while batch.len() < MAX_SETTLE {
-            match tokio::time::timeout_at(until, outcomes.recv()).await {
-                Ok(Some(next)) => batch.push(next),
-                // The dispatcher stopped (record what came) or the linger ended.
-                Ok(None) | Err(_) => break,
+        batch.push(first);
+        tokio::time::sleep(SETTLE_LINGER).await;
+        loop {
+            // Empty, or the dispatcher stopped: record what came.
+            while batch.len() < MAX_SETTLE {
+                let Ok(next) = outcomes.try_recv() else {
+                    break;
+                };
+                batch.push(next);
             }
-        }
-        if let Err(error) = store.settle_deliveries(&batch, now_ms()).await {
-            // Their leases run out and they are sent again: at-least-once.
-            tracing::warn!(%error, deliveries = batch.len(), "cannot record webhook attempts");
+            if batch.is_empty() {
+                break;
+            }
+            if let Err(error) = store.settle_deliveries(&batch, now_ms()).await {
+                // Their leases run out and they are sent again: at-least-once.
+                tracing::warn!(%error, deliveries = batch.len(), "cannot record webhook attempts");
+            }
+            batch.clear();
         }
     }
 }
@@ -316,16 +323,64 @@ async fn claim_and_send(
             }
         };
         let full = claimed.len() == free;
-        for delivery in claimed {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            tasks.spawn_on(deliver(attempts.clone(), delivery, slot), on);
-        }
+        start(claimed, attempts, slots, tasks, on).await;
         if !full {
             return;
         }
     }
+}
+
+/// Starts an attempt at each of `deliveries` on the webhook thread, each once it has a slot.
+///
+/// The attempts that have a slot are handed over together, by one task that starts them there:
+/// each task spawned onto that thread from here wakes it (a futex or an eventfd write, and a
+/// context switch when it sleeps), and a busy replica commits dozens of deliveries at a time.
+async fn start(
+    deliveries: Vec<Delivery>,
+    attempts: &Arc<Attempts>,
+    slots: &Arc<Semaphore>,
+    tasks: &TaskTracker,
+    on: &tokio::runtime::Handle,
+) {
+    let mut ready = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(TryAcquireError::NoPermits) => {
+                // Start those that have one: only their ends free the slots.
+                hand_over(std::mem::take(&mut ready), attempts, tasks, on);
+                match slots.clone().acquire_owned().await {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                }
+            }
+            Err(TryAcquireError::Closed) => break,
+        };
+        ready.push((delivery, slot));
+    }
+    hand_over(ready, attempts, tasks, on);
+}
+
+/// Starts `ready` on `on` with one hand-over (see [`start`]).
+fn hand_over(
+    ready: Vec<(Delivery, OwnedSemaphorePermit)>,
+    attempts: &Arc<Attempts>,
+    tasks: &TaskTracker,
+    on: &tokio::runtime::Handle,
+) {
+    if ready.is_empty() {
+        return;
+    }
+    let (tracker, attempts) = (tasks.clone(), attempts.clone());
+    tasks.spawn_on(
+        async move {
+            for (delivery, slot) in ready {
+                // On `on`'s own runtime: a local spawn, no wake.
+                tracker.spawn(deliver(attempts.clone(), delivery, slot));
+            }
+        },
+        on,
+    );
 }
 
 /// One attempt at one delivery, and its outcome recorded.
