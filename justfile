@@ -34,6 +34,10 @@ kube-validate:
 bench:
     bash bench/bench.sh
 
+# How the bench's figures grow with pairs, rate and sockets (docs/benchmarks.md; knobs SCALING_*)
+bench-scaling:
+    bash bench/scaling.sh
+
 # Soak with faults on a schedule (replica killed for 20 s, gateways killed, Postgres crashed); prints the ledger
 soak seconds="60":
     SOAK_SECONDS={{seconds}} cargo test -p videochat --test soak -- --ignored --nocapture
