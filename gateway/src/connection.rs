@@ -22,7 +22,7 @@ use crate::envelope;
 use crate::error::WireCode;
 use crate::limits::{self, Limit};
 use crate::link::now_ms;
-use crate::registry::Socket;
+use crate::registry::{EventFrame, Socket};
 use crate::state::Shared;
 use crate::{closing, closing::linger};
 
@@ -113,15 +113,7 @@ async fn serve(mut ws: Ws, session: &Session, shared: &Shared) -> (Ws, Ending) {
                 let Ok(frames) = frames else {
                     break Ending::ServerCloses(CloseCode::Again, "too slow to keep up with events");
                 };
-                let mut failed = false;
-                for frame in frames {
-                    count_sent(Sent::Event(frame.name));
-                    if ws.feed(Message::Text(frame.text.clone())).await.is_err() {
-                        failed = true;
-                        break;
-                    }
-                }
-                if failed || ws.flush().await.is_err() {
+                if !feed_events(&mut ws, frames).await || ws.flush().await.is_err() {
                     break Ending::Broken;
                 }
             }
@@ -156,14 +148,8 @@ async fn serve(mut ws: Ws, session: &Session, shared: &Shared) -> (Ws, Ending) {
                         // acceptor's own socket), written together: one flush, one TCP
                         // segment, where there were two.
                         count_sent(sent);
-                        let mut written = ws.feed(Message::Text(reply.into())).await.is_ok();
-                        for frame in socket.take_ready() {
-                            if !written {
-                                break;
-                            }
-                            count_sent(Sent::Event(frame.name));
-                            written = ws.feed(Message::Text(frame.text.clone())).await.is_ok();
-                        }
+                        let written = ws.feed(Message::Text(reply.into())).await.is_ok()
+                            && feed_events(&mut ws, socket.take_ready()).await;
                         if !written || ws.flush().await.is_err() {
                             break Ending::Broken;
                         }
@@ -216,6 +202,17 @@ async fn send(
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     count_sent(sent);
     ws.send(Message::Text(text)).await
+}
+
+/// Queues `frames` on the socket's sink, unflushed; `false` once the socket is broken.
+async fn feed_events(ws: &mut Ws, frames: Vec<Arc<EventFrame>>) -> bool {
+    for frame in frames {
+        count_sent(Sent::Event(frame.name));
+        if ws.feed(Message::Text(frame.text.clone())).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 fn count_sent(sent: Sent) {

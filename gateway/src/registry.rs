@@ -92,6 +92,13 @@ struct SocketState {
     kicked: bool,
 }
 
+/// Everything queued, in order; the queue gives its memory back (an idle socket keeps none).
+fn take_queue(state: &mut SocketState) -> Vec<Arc<EventFrame>> {
+    let frames: Vec<_> = state.queue.drain(..).collect();
+    state.queue.shrink_to_fit();
+    frames
+}
+
 /// One socket, shared by its task and the registry.
 pub struct Socket {
     pub user_id: String,
@@ -119,10 +126,7 @@ impl Socket {
                     return Err(Kicked);
                 }
                 if !state.queue.is_empty() {
-                    let frames: Vec<_> = state.queue.drain(..).collect();
-                    // Give the queue's memory back: an idle socket keeps none.
-                    state.queue.shrink_to_fit();
-                    return Ok(frames);
+                    return Ok(take_queue(&mut state));
                 }
             }
             notified.await;
@@ -136,9 +140,7 @@ impl Socket {
         if state.kicked || state.queue.is_empty() {
             return Vec::new();
         }
-        let frames: Vec<_> = state.queue.drain(..).collect();
-        state.queue.shrink_to_fit();
-        frames
+        take_queue(&mut state)
     }
 
     /// Queues frames for the socket; kicks it when its queue is full.

@@ -227,12 +227,10 @@ impl Handshake {
                     return Ok(decision.reply);
                 }
                 Err(StoreError::Stale | StoreError::Conflict) if from_memory => {
-                    // The ring is not what this replica remembered: ask the database.
+                    // The ring is not what this replica remembered (`write` forgot it): ask the
+                    // database.
                     metrics::counter!("videochat_accepts_from_memory_total", "result" => "stale")
                         .increment(1);
-                    if let Command::Accept { request } = command {
-                        self.ringing.forget(request);
-                    }
                 }
                 Err(StoreError::Stale | StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
                     tracing::debug!(

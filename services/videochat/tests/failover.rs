@@ -306,12 +306,7 @@ async fn killed_replicas_cost_latency_not_errors() {
         timings.len(),
         failures.len()
     );
-    let metrics = videochat::telemetry::prometheus().render();
-    let retries: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("videochat_gateway_rpc_retries_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let retries = local_metric("videochat_gateway_rpc_retries_total", "");
     eprintln!("failover: {retries} calls retried on another replica");
     eprintln!("failover: gateway /readyz said 503 for {not_ready:?} in all");
     for failure in &failures {

@@ -464,18 +464,12 @@ async fn a_gateway_whose_lease_lapsed_is_made_to_reattach_and_its_users_return()
     app.stop().await;
 }
 
-/// How many accepts replicas of this process decided from memory, by result
-/// (`videochat_accepts_from_memory_total`).
-fn accepts_from_memory(result: &str) -> u64 {
-    let metrics = videochat::telemetry::prometheus().render();
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("videochat_accepts_from_memory_total")
-                && l.contains(&format!("result=\"{result}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+/// How many accepts replicas of this process decided from memory, by result.
+fn accepts_from_memory(result: &str) -> f64 {
+    local_metric(
+        "videochat_accepts_from_memory_total",
+        &format!("result=\"{result}\""),
+    )
 }
 
 /// A replica decides an accept of a ring it rang from memory; when another replica ended that

@@ -728,3 +728,14 @@ pub async fn accept(initiator: &mut Client, target: &mut Client, ring: &Value) -
     let for_initiator = initiator.event(DIRECT_ACCEPTED).await["data"].clone();
     (for_target, for_initiator)
 }
+
+/// The sum of a metric's series in this process's recorder (where every piece a test runs in
+/// the process reports), over the series whose labels contain `labels` (`""`: all of them).
+pub fn local_metric(name: &str, labels: &str) -> f64 {
+    videochat::telemetry::prometheus()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

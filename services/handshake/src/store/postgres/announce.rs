@@ -71,8 +71,12 @@ impl Announce {
         }
     }
 
-    /// A write committed events: they are announced (if anyone listens) with the next NOTIFY.
+    /// A write committed events: they are announced with the next NOTIFY if anyone listens.
+    /// Alone, nothing is marked and the announcer is not woken (a wake per commit for nothing).
     pub fn commit_with_events(&self) {
+        if !self.peers_listening(now_ms()) {
+            return;
+        }
         self.pending.store(true, Ordering::Release);
         self.wake.notify_one();
     }
@@ -218,5 +222,16 @@ mod tests {
         assert!(!announce.peers_listening(heard + 101));
         announce.peers_for_ms_forever();
         assert!(announce.peers_listening(heard + 1_000_000), "deaf: always");
+    }
+
+    #[test]
+    fn a_commit_is_marked_for_announcing_only_while_someone_listens() {
+        let announce = Announce::new(Timing::default());
+        announce.peer_heard_ms.store(0, Ordering::Relaxed);
+        announce.commit_with_events();
+        assert!(!announce.pending.load(Ordering::Acquire), "alone");
+        announce.peer_heard();
+        announce.commit_with_events();
+        assert!(announce.pending.load(Ordering::Acquire), "heard a peer");
     }
 }
