@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use sqlx::postgres::PgArguments;
-use sqlx::{Arguments, PgPool, Postgres};
+use sqlx::{Arguments, PgConnection, PgPool, Postgres};
 
 use super::announce::Announce;
 use super::batch::Run;
@@ -74,13 +74,14 @@ impl Statement {
         self.ctes.push(text);
     }
 
-    /// The statement for `c`: every part its rows need, guarded by `ok` when rings are finished.
-    fn compose(c: &Columns<'_>, origin: &str) -> StoreResult<Self> {
+    /// The statement for `c` with the parts of `shape` (normally [`Shape::of`] `c`: every part
+    /// its rows need), guarded by `ok` when rings are finished.
+    fn compose(c: &Columns<'_>, shape: Shape, origin: &str) -> StoreResult<Self> {
         let mut s = Self::new();
         let ops = s.bind(&c.ops)?;
         // Operations that finish a ring go through only if the ring was still pending: `ok`
         // holds those and every operation that finishes none. Without finishes, all go through.
-        let guarded = !c.f_op.is_empty();
+        let guarded = shape.finish;
         let kept = |alias: &str| {
             if guarded {
                 format!("{alias}.op = ANY((SELECT ops FROM ok)::int[])")
@@ -114,7 +115,7 @@ impl Statement {
                 f[0]
             ));
         }
-        if !c.r_op.is_empty() {
+        if shape.ring {
             let r = [
                 s.bind(&c.r_op)?,
                 s.bind(&c.r_id)?,
@@ -140,7 +141,7 @@ impl Statement {
                 kept("r")
             ));
         }
-        if !c.v_op.is_empty() {
+        if shape.videochat {
             let v = [
                 s.bind(&c.v_op)?,
                 s.bind(&c.v_id)?,
@@ -167,7 +168,7 @@ impl Statement {
                 kept("v")
             ));
         }
-        if !c.p_op.is_empty() {
+        if shape.participants {
             let p = [
                 s.bind(&c.p_op)?,
                 s.bind(&c.p_videochat)?,
@@ -192,7 +193,7 @@ impl Statement {
                 kept("p")
             ));
         }
-        if !c.j_op.is_empty() {
+        if shape.rejoin {
             let j = [
                 s.bind(&c.j_op)?,
                 s.bind(&c.j_videochat)?,
@@ -209,7 +210,7 @@ impl Statement {
                 kept("j")
             ));
         }
-        let with_events = !c.e_op.is_empty();
+        let with_events = shape.events;
         if with_events {
             let e = [
                 s.bind(&c.e_op)?,
@@ -258,7 +259,7 @@ impl Statement {
     FROM events e, last l)"
             ));
         }
-        if !c.i_op.is_empty() {
+        if shape.record {
             let i = [
                 s.bind(&c.i_op)?,
                 s.bind(&c.i_user)?,
@@ -283,7 +284,7 @@ impl Statement {
                 kept("i")
             ));
         }
-        if !c.w.op.is_empty() {
+        if shape.webhooks {
             let w = [
                 s.bind(&c.w.op)?,
                 s.bind(&c.w.id)?,
@@ -326,6 +327,120 @@ impl Statement {
         }
         Ok(s)
     }
+}
+
+/// The parts a batch's statement has; each shape is its own text, prepared and planned once per
+/// connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Shape {
+    finish: bool,
+    ring: bool,
+    videochat: bool,
+    participants: bool,
+    rejoin: bool,
+    events: bool,
+    record: bool,
+    webhooks: bool,
+}
+
+impl Shape {
+    /// A direct ring or an invite.
+    const RING: Shape = Shape {
+        ring: true,
+        events: true,
+        record: true,
+        ..Shape::NONE
+    };
+    /// An accept that starts a videochat.
+    const ACCEPT: Shape = Shape {
+        finish: true,
+        videochat: true,
+        participants: true,
+        events: true,
+        record: true,
+        ..Shape::NONE
+    };
+    /// A decline or a cancel.
+    const DECLINE: Shape = Shape {
+        finish: true,
+        events: true,
+        record: true,
+        ..Shape::NONE
+    };
+    const NONE: Shape = Shape {
+        finish: false,
+        ring: false,
+        videochat: false,
+        participants: false,
+        rejoin: false,
+        events: false,
+        record: false,
+        webhooks: false,
+    };
+
+    /// The parts `c`'s rows need.
+    fn of(c: &Columns<'_>) -> Self {
+        Self {
+            finish: !c.f_op.is_empty(),
+            ring: !c.r_op.is_empty(),
+            videochat: !c.v_op.is_empty(),
+            participants: !c.p_op.is_empty(),
+            rejoin: !c.j_op.is_empty(),
+            events: !c.e_op.is_empty(),
+            record: !c.i_op.is_empty(),
+            webhooks: !c.w.op.is_empty(),
+        }
+    }
+
+    fn and(self, other: Shape) -> Self {
+        Self {
+            finish: self.finish || other.finish,
+            ring: self.ring || other.ring,
+            videochat: self.videochat || other.videochat,
+            participants: self.participants || other.participants,
+            rejoin: self.rejoin || other.rejoin,
+            events: self.events || other.events,
+            record: self.record || other.record,
+            webhooks: self.webhooks || other.webhooks,
+        }
+    }
+
+    /// The shapes a handshake's batches take: rings, answers, declines and their mixes, with
+    /// and without webhook deliveries.
+    fn common() -> Vec<Shape> {
+        let singles = [Shape::RING, Shape::ACCEPT, Shape::DECLINE];
+        let mut shapes = Vec::new();
+        for webhooks in [false, true] {
+            for mask in 1..(1u8 << singles.len()) {
+                let shape = singles
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .fold(Shape::NONE, |shape, (_, single)| shape.and(*single));
+                let shape = Shape { webhooks, ..shape };
+                // A decline's parts are an accept's too: some mixes are the same shape.
+                if !shapes.contains(&shape) {
+                    shapes.push(shape);
+                }
+            }
+        }
+        shapes
+    }
+}
+
+/// Prepares and plans the common shapes on `connection` by running each over no rows (which
+/// writes nothing), so that the first handshakes on it do not pay for that: measured with
+/// Postgres's statement log, a connection's first use of each took 1–3 ms more than the later
+/// ones (parse, planning, opening its tables), and the first ~60 ms after a start were slow.
+pub(super) async fn warm(connection: &mut PgConnection, origin: &str) -> StoreResult<()> {
+    let empty = Columns::default();
+    for shape in Shape::common() {
+        let statement = Statement::compose(&empty, shape, origin)?;
+        sqlx::query_with(sqlx::AssertSqlSafe(statement.sql), statement.args)
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Runs batches of writes on the pool.
@@ -541,7 +656,7 @@ impl Applies {
         for (op, job) in jobs.iter().enumerate() {
             c.add(i32::try_from(op).unwrap_or(i32::MAX), job);
         }
-        let statement = Statement::compose(&c, &self.origin)?;
+        let statement = Statement::compose(&c, Shape::of(&c), &self.origin)?;
         // The text is made of this file's fixed parts only (no value is ever written into it).
         let query = sqlx::query_as_with(sqlx::AssertSqlSafe(statement.sql), statement.args);
         let rows: Vec<(i32, i32, i64)> = query.fetch_all(&self.pool).await?;
@@ -624,7 +739,7 @@ mod tests {
         let mut c = Columns::default();
         ring(&mut c, 0);
         ring(&mut c, 1);
-        let s = Statement::compose(&c, "replica").unwrap();
+        let s = Statement::compose(&c, Shape::of(&c), "replica").unwrap();
         for part in [
             "new_request AS",
             "events AS",
@@ -657,7 +772,7 @@ mod tests {
         c.f_at.push(Some(1));
         c.f_now.push(1);
         c.f_videochat.push(Some("vc_1"));
-        let s = Statement::compose(&c, "replica").unwrap();
+        let s = Statement::compose(&c, Shape::of(&c), "replica").unwrap();
         assert!(s.sql.contains("fin AS") && s.sql.contains("ok AS"));
         // new_request, events and record each keep only operations in `ok`.
         assert_eq!(
@@ -672,11 +787,110 @@ mod tests {
         assert_eq!(highest_placeholder(&s.sql), s.args.len());
     }
 
+    /// What the service writes for `decision`: its events, its idempotency record and, with
+    /// webhooks on, a delivery.
+    fn job(decision: &crate::machine::Decision, webhooks: bool) -> ApplyJob {
+        use crate::change::IdempotencyRecord;
+        use crate::domain::{IdempotencyKey, UserId};
+        use crate::store::NewEvent;
+        use crate::store::webhooks::{NewDelivery, Outbound};
+        ApplyJob {
+            change: decision.change.clone(),
+            events: decision
+                .change
+                .events
+                .iter()
+                .map(|o| NewEvent {
+                    recipient: o.recipient.clone(),
+                    kind: o.event.name(),
+                    payload: Vec::new(),
+                })
+                .collect(),
+            record: Some(IdempotencyRecord {
+                user_id: UserId::parse("alice").unwrap(),
+                key: IdempotencyKey::parse("k").unwrap(),
+                operation: "op".into(),
+                outcome: RecordedOutcome::Reply(b"{}".to_vec()),
+                created_at_ms: 1_000,
+            }),
+            traceparent: String::new(),
+            now_ms: 1_000,
+            outbound: Outbound {
+                deliveries: webhooks
+                    .then(|| NewDelivery {
+                        id: "msg_1".into(),
+                        endpoint: "http://receiver".into(),
+                        event_type: "call.requested",
+                        payload: "{}".into(),
+                        leased_until_ms: None,
+                    })
+                    .into_iter()
+                    .collect(),
+                push_handoff: None,
+            },
+        }
+    }
+
+    /// The shapes readied on every new connection (`warm`) are the ones a handshake's batches
+    /// take: the state machine's own decisions for a ring, its accept and its decline, alone
+    /// and mixed in one batch, with and without webhooks.
+    #[test]
+    fn the_readied_shapes_are_those_of_a_handshakes_batches() {
+        use crate::change::Facts;
+        use crate::domain::{UserId, UserProfile};
+        use crate::engine::Engines;
+        use crate::machine::{self, Context, Limits};
+
+        let engines = Engines::from_config(&crate::engine::tests::config()).unwrap();
+        let ctx = Context {
+            engines: &engines,
+            ring_timeout: std::time::Duration::from_secs(45),
+            limits: Limits::default(),
+            now_ms: 1_000,
+        };
+        let (alice, bob) = (
+            UserId::parse("alice").unwrap(),
+            UserId::parse("bob").unwrap(),
+        );
+        let facts = Facts {
+            users: vec![
+                UserProfile::bare(alice.clone()),
+                UserProfile::bare(bob.clone()),
+            ],
+            target_available: true,
+            ..Facts::default()
+        };
+        let ring = machine::request(&facts, &ctx, &alice, &bob, None).unwrap();
+        let ringing = Facts {
+            request: ring.change.new_request.clone(),
+            ..facts
+        };
+        let accept = machine::accept(&ringing, &ctx, &bob).unwrap();
+        let decline = machine::decline(&ringing, &ctx, &bob).unwrap();
+        let readied = Shape::common();
+        for webhooks in [false, true] {
+            let jobs = [&ring, &accept, &decline].map(|d| job(d, webhooks));
+            for mask in 1..8u8 {
+                let mut c = Columns::default();
+                for (op, job) in jobs.iter().enumerate() {
+                    if mask & (1 << op) != 0 {
+                        c.add(op as i32, job);
+                    }
+                }
+                let shape = Shape::of(&c);
+                assert!(
+                    readied.contains(&shape),
+                    "{shape:?} (mask {mask}) is not readied"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_batch_that_writes_nothing_only_reports_its_operations() {
         let mut c = Columns::default();
         c.ops.extend([0, 1]);
-        let s = Statement::compose(&c, "replica").unwrap();
+        let s = Statement::compose(&c, Shape::of(&c), "replica").unwrap();
         assert_eq!(s.sql, "SELECT unnest($1::int[]), -1, 0::bigint");
         assert_eq!(s.args.len(), 1);
     }

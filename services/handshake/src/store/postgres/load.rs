@@ -9,11 +9,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
-use sqlx::PgPool;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::{PgConnection, PgPool, Postgres};
 
 use super::batch::Run;
 use crate::change::Facts;
-use crate::domain::{IdempotencyKey, UserId, VideochatRequest};
+use crate::domain::{IdempotencyKey, RequestId, UserId, VideochatId, VideochatRequest};
 use crate::machine::{Command, INVITE_WINDOW_MS, MAX_RING_PARTICIPANTS};
 use crate::store::StoreResult;
 use crate::store::facts::{FactRow, facts_from_rows};
@@ -281,6 +283,39 @@ impl Run<LoadJob, Facts> for Loads {
     }
 }
 
+/// Prepares and plans every kind's statement on `connection` by running each over no
+/// operations (see `apply::warm` for why).
+pub(super) async fn warm(connection: &mut PgConnection) -> StoreResult<()> {
+    let (Ok(user), Ok(videochat), Ok(request)) = (
+        UserId::parse("warm-up"),
+        VideochatId::parse("warm-up"),
+        RequestId::parse("warm-up"),
+    ) else {
+        return Ok(());
+    };
+    let kinds = [
+        Command::RequestDirect {
+            target: user.clone(),
+            engine: None,
+        },
+        Command::Invite {
+            target: user,
+            videochat: videochat.clone(),
+        },
+        Command::Accept {
+            request: request.clone(),
+        },
+        Command::Decline {
+            request: request.clone(),
+        },
+        Command::Merge { videochat, request },
+    ];
+    for command in &kinds {
+        query(command, &[], &[]).fetch_all(&mut *connection).await?;
+    }
+    Ok(())
+}
+
 impl Loads {
     /// The facts of the operations `ops` (indexes into `jobs`, all of one kind).
     async fn load_kind(
@@ -288,76 +323,9 @@ impl Loads {
         jobs: &[LoadJob],
         ops: &[usize],
     ) -> StoreResult<HashMap<usize, StoreResult<Facts>>> {
-        let index: Vec<i32> = ops.iter().map(|&i| i as i32).collect();
-        let actors: Vec<&str> = ops.iter().map(|&i| jobs[i].actor.as_str()).collect();
-        let keys: Vec<&str> = ops.iter().map(|&i| jobs[i].key.as_str()).collect();
-        let now = ops
-            .iter()
-            .map(|&i| jobs[i].now_ms)
-            .max()
-            .unwrap_or_default();
-        let first = &jobs[ops[0]].command;
-        let column = |f: fn(&Command) -> Option<String>| -> Vec<String> {
-            ops.iter()
-                .map(|&i| f(&jobs[i].command).unwrap_or_default())
-                .collect()
-        };
-        let query = sqlx::query_as::<_, OpFactRow>(match first {
-            Command::RequestDirect { .. } => REQUEST_DIRECT,
-            Command::Invite { .. } => INVITE,
-            Command::Accept { .. } => ACCEPT,
-            Command::Decline { .. } => DECLINE,
-            Command::Merge { .. } => MERGE,
-        })
-        .bind(&index)
-        .bind(&actors)
-        .bind(&keys);
-        let query = match first {
-            Command::RequestDirect { .. } => query
-                .bind(column(|c| match c {
-                    Command::RequestDirect { target, .. } => Some(target.to_string()),
-                    _ => None,
-                }))
-                .bind(
-                    ops.iter()
-                        .map(|&i| match &jobs[i].command {
-                            Command::RequestDirect { target, .. } => {
-                                VideochatRequest::pair_key(&jobs[i].actor, target)
-                            }
-                            _ => String::new(),
-                        })
-                        .collect::<Vec<_>>(),
-                )
-                .bind(now),
-            Command::Invite { .. } => query
-                .bind(column(|c| match c {
-                    Command::Invite { target, .. } => Some(target.to_string()),
-                    _ => None,
-                }))
-                .bind(column(|c| match c {
-                    Command::Invite { videochat, .. } => Some(videochat.to_string()),
-                    _ => None,
-                }))
-                .bind(now)
-                .bind(MAX_RING_PARTICIPANTS)
-                .bind(now - INVITE_WINDOW_MS),
-            Command::Accept { .. } | Command::Decline { .. } => query.bind(column(|c| match c {
-                Command::Accept { request } | Command::Decline { request } => {
-                    Some(request.to_string())
-                }
-                _ => None,
-            })),
-            Command::Merge { .. } => query
-                .bind(column(|c| match c {
-                    Command::Merge { request, .. } => Some(request.to_string()),
-                    _ => None,
-                }))
-                .bind(column(|c| match c {
-                    Command::Merge { videochat, .. } => Some(videochat.to_string()),
-                    _ => None,
-                })),
-        };
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = query(&jobs[ops[0]].command, jobs, ops)
+            .fetch_all(&self.pool)
+            .await?;
         let mut per_op: HashMap<usize, Vec<FactRow>> = HashMap::new();
         for (op, fact, a, b, c, d, e, f, g, n1, n2, blob) in rows {
             per_op
@@ -376,4 +344,80 @@ impl Loads {
             })
             .collect())
     }
+}
+
+/// The statement of the operations `ops` (indexes into `jobs`, all of `first`'s kind), its
+/// arguments bound.
+fn query<'q>(
+    first: &Command,
+    jobs: &'q [LoadJob],
+    ops: &[usize],
+) -> QueryAs<'q, Postgres, OpFactRow, PgArguments> {
+    let index: Vec<i32> = ops.iter().map(|&i| i as i32).collect();
+    let actors: Vec<&str> = ops.iter().map(|&i| jobs[i].actor.as_str()).collect();
+    let keys: Vec<&str> = ops.iter().map(|&i| jobs[i].key.as_str()).collect();
+    let now = ops
+        .iter()
+        .map(|&i| jobs[i].now_ms)
+        .max()
+        .unwrap_or_default();
+    let column = |f: fn(&Command) -> Option<String>| -> Vec<String> {
+        ops.iter()
+            .map(|&i| f(&jobs[i].command).unwrap_or_default())
+            .collect()
+    };
+    let query = sqlx::query_as::<_, OpFactRow>(match first {
+        Command::RequestDirect { .. } => REQUEST_DIRECT,
+        Command::Invite { .. } => INVITE,
+        Command::Accept { .. } => ACCEPT,
+        Command::Decline { .. } => DECLINE,
+        Command::Merge { .. } => MERGE,
+    })
+    .bind(index)
+    .bind(actors)
+    .bind(keys);
+    let query = match first {
+        Command::RequestDirect { .. } => query
+            .bind(column(|c| match c {
+                Command::RequestDirect { target, .. } => Some(target.to_string()),
+                _ => None,
+            }))
+            .bind(
+                ops.iter()
+                    .map(|&i| match &jobs[i].command {
+                        Command::RequestDirect { target, .. } => {
+                            VideochatRequest::pair_key(&jobs[i].actor, target)
+                        }
+                        _ => String::new(),
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .bind(now),
+        Command::Invite { .. } => query
+            .bind(column(|c| match c {
+                Command::Invite { target, .. } => Some(target.to_string()),
+                _ => None,
+            }))
+            .bind(column(|c| match c {
+                Command::Invite { videochat, .. } => Some(videochat.to_string()),
+                _ => None,
+            }))
+            .bind(now)
+            .bind(MAX_RING_PARTICIPANTS)
+            .bind(now - INVITE_WINDOW_MS),
+        Command::Accept { .. } | Command::Decline { .. } => query.bind(column(|c| match c {
+            Command::Accept { request } | Command::Decline { request } => Some(request.to_string()),
+            _ => None,
+        })),
+        Command::Merge { .. } => query
+            .bind(column(|c| match c {
+                Command::Merge { request, .. } => Some(request.to_string()),
+                _ => None,
+            }))
+            .bind(column(|c| match c {
+                Command::Merge { videochat, .. } => Some(videochat.to_string()),
+                _ => None,
+            })),
+    };
+    query
 }

@@ -19,7 +19,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use std::str::FromStr;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -29,6 +30,7 @@ mod batch;
 mod load;
 #[cfg(test)]
 mod tests;
+mod warm;
 mod webhooks;
 
 use self::apply::{Applies, ApplyJob};
@@ -70,6 +72,12 @@ pub(super) const PRUNE_OUTBOX: &str = "DELETE FROM outbox_events WHERE xid < COA
      (SELECT xid FROM outbox_events WHERE created_at_ms >= $1 ORDER BY xid LIMIT 1), \
      (SELECT MAX(xid) + 1 FROM outbox_events))";
 
+/// Moves users' delivered positions forward: `$1` users, `$2` positions (a user may repeat).
+const MARK_SEEN: &str = "INSERT INTO mailbox_seen (user_id, seen_seq) \
+     SELECT user_id, MAX(seq) FROM UNNEST($1::text[], $2::bigint[]) AS s(user_id, seq) \
+     GROUP BY user_id ORDER BY user_id \
+     ON CONFLICT (user_id) DO UPDATE SET seen_seq = GREATEST(mailbox_seen.seen_seq, excluded.seen_seq)";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// Statements in flight at once per kind of batch (loads, writes). One: operations that arrive
@@ -80,6 +88,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/post
 /// executor took Postgres's CPU per handshake from ~410 to ~530 µs and handshakes/s down 10 %,
 /// a second load executor down 7 %.
 const EXECUTORS: usize = 1;
+/// Connections kept open however quiet the replica: one write and the loads of a batch's kinds
+/// at once (the pool opens more as needed).
+const KEPT_OPEN: u32 = 4;
 /// Most operations in one statement.
 const MAX_BATCH: usize = 64;
 
@@ -131,8 +142,30 @@ impl PostgresStore {
                 ("enable_mergejoin", "off"),
                 ("jit", "off"),
             ]);
+        // Migrations first, on a connection of their own: the pool's connections are readied
+        // for the hot path as they open (`warm.rs`), which needs the tables.
+        let mut migrating = PgConnection::connect_with(&options).await?;
+        MIGRATOR.run(&mut migrating).await?;
+        migrating.close().await?;
+        let warm_origin: Arc<str> = Arc::from(origin);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
+            // As many as the hot path uses at once, opened (and readied) before the replica
+            // reports ready and again in the background when one is lost, so that handshakes
+            // seldom wait for one to open. Not all of them: the pool hands out its idle
+            // connections in turn, and every connection in the rotation pays its own first
+            // uses (more of them: more slow first handshakes).
+            .min_connections(max_connections.min(KEPT_OPEN))
+            .after_connect(move |connection, _| {
+                let origin = warm_origin.clone();
+                Box::pin(async move {
+                    // Only an optimization: a connection that could not be readied still serves.
+                    if let Err(error) = warm::warm(connection, &origin).await {
+                        tracing::warn!(%error, "could not ready a new Postgres connection");
+                    }
+                    Ok(())
+                })
+            })
             // Short: while the database is down, the pool retries connecting with a backoff of
             // up to a fifth of this, which is how late the first statement after its return can
             // be. A caller whose acquire times out retries (StoreError::Unavailable).
@@ -151,7 +184,7 @@ impl PostgresStore {
             })
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        open_all(&pool, max_connections.min(KEPT_OPEN)).await?;
         let (sender, _) = super::signal();
         let signal = Arc::new(sender);
         let stop = CancellationToken::new();
@@ -190,6 +223,15 @@ impl PostgresStore {
             _tasks: stop.drop_guard(),
         })
     }
+}
+
+/// Opens (and readies) `count` connections at once, then returns them to the pool.
+async fn open_all(pool: &PgPool, count: u32) -> StoreResult<()> {
+    let opened = futures_util::future::join_all((0..count).map(|_| pool.acquire())).await;
+    for connection in opened {
+        connection?;
+    }
+    Ok(())
 }
 
 const EVENT_COLUMNS: &str = "recipient_user_id, seq, payload, traceparent, created_at_ms";
@@ -459,20 +501,15 @@ impl Store for PostgresStore {
             return Ok(());
         }
         // Sorted, so two gateways' reports lock rows in the same order (no deadlock).
-        sqlx::query(
-            "INSERT INTO mailbox_seen (user_id, seen_seq) \
-             SELECT user_id, MAX(seq) FROM UNNEST($1::text[], $2::bigint[]) AS s(user_id, seq) \
-             GROUP BY user_id ORDER BY user_id \
-             ON CONFLICT (user_id) DO UPDATE SET seen_seq = GREATEST(mailbox_seen.seen_seq, excluded.seen_seq)",
-        )
-        .bind(seen.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>())
-        .bind(
-            seen.iter()
-                .map(|(_, s)| i64::try_from(*s).unwrap_or(i64::MAX))
-                .collect::<Vec<_>>(),
-        )
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(MARK_SEEN)
+            .bind(seen.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>())
+            .bind(
+                seen.iter()
+                    .map(|(_, s)| i64::try_from(*s).unwrap_or(i64::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

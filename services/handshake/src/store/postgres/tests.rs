@@ -192,3 +192,53 @@ async fn a_replica_alone_only_says_hello_and_announces_commits_once_a_peer_speak
     })
     .await;
 }
+
+/// A new connection comes readied (`warm.rs`): the hot statements are already prepared on it
+/// (planned and run once over no rows), and readying it wrote nothing.
+#[tokio::test]
+async fn a_new_connection_comes_readied_and_readying_writes_nothing() {
+    with_postgres("vc_warm_test", |url| async move {
+        let store = PostgresStore::connect(&url, 2, "test").await.unwrap();
+        let mut connection = store.pool.acquire().await.unwrap();
+        let prepared: Vec<String> =
+            sqlx::query_scalar("SELECT statement FROM pg_prepared_statements")
+                .fetch_all(&mut *connection)
+                .await
+                .unwrap();
+        let writes = prepared
+            .iter()
+            .filter(|s| s.contains("INSERT INTO outbox_events"))
+            .count();
+        // Rings, accepts, declines, rings with accepts, rings with declines; with and without
+        // webhooks.
+        assert_eq!(writes, 10, "{prepared:#?}");
+        for load in [
+            "AS q(op, actor, key, target, pair_key)",
+            "AS q(op, actor, key, target, videochat)",
+            "INSERT INTO mailbox_seen",
+        ] {
+            assert!(
+                prepared.iter().any(|s| s.contains(load)),
+                "{load} not prepared: {prepared:#?}"
+            );
+        }
+        for table in [
+            "videochat_requests",
+            "videochats",
+            "participants",
+            "outbox_events",
+            "mailboxes",
+            "mailbox_seen",
+            "idempotency_records",
+            "webhook_deliveries",
+        ] {
+            let rows: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                    .fetch_one(&mut *connection)
+                    .await
+                    .unwrap();
+            assert_eq!(rows, 0, "{table}");
+        }
+    })
+    .await;
+}
