@@ -242,3 +242,62 @@ async fn a_new_connection_comes_readied_and_readying_writes_nothing() {
     })
     .await;
 }
+
+/// Readying is only an optimization: a connection on which it fails still serves. Here the
+/// store's role may not read one table the loads read, so readying fails on every connection,
+/// and the store still opens and answers.
+#[tokio::test]
+async fn a_connection_that_cannot_be_readied_still_serves() {
+    use sqlx::ConnectOptions;
+    use sqlx::Connection;
+    use std::str::FromStr;
+
+    with_postgres("vc_warm_test", |url| async move {
+        // The schema, made by its owner.
+        PostgresStore::connect(&url, 1, "owner").await.unwrap();
+        let role = format!("vc_limited_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+        for statement in [
+            format!("CREATE ROLE {role} LOGIN"),
+            // The migrator makes sure its own table is there (CREATE … IF NOT EXISTS).
+            format!("GRANT USAGE, CREATE ON SCHEMA public TO {role}"),
+            format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
+            format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+            format!("REVOKE ALL ON push_devices FROM {role}"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+        let limited = sqlx::postgres::PgConnectOptions::from_str(&url)
+            .unwrap()
+            .username(&role)
+            .to_url_lossy()
+            .to_string();
+
+        let store = PostgresStore::connect(&limited, 2, "limited").await;
+        // Readying stopped at its first statement (the ring's load reads push_devices): none
+        // of the write's shapes got prepared, and yet the connection answers.
+        let answered = match &store {
+            Ok(store) => sqlx::query_scalar::<_, i64>(
+                "SELECT (SELECT COUNT(*) FROM users) \
+                 + (SELECT COUNT(*) FROM pg_prepared_statements \
+                    WHERE statement LIKE '%INSERT INTO ' || 'outbox_events%')",
+            )
+            .fetch_one(&store.pool)
+            .await
+            .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        drop(store);
+        for statement in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+        assert_eq!(answered, Ok(0));
+    })
+    .await;
+}
