@@ -376,7 +376,7 @@ fn query<'q>(
     .bind(index)
     .bind(actors)
     .bind(keys);
-    let query = match first {
+    match first {
         Command::RequestDirect { .. } => query
             .bind(column(|c| match c {
                 Command::RequestDirect { target, .. } => Some(target.to_string()),
@@ -418,6 +418,5 @@ fn query<'q>(
                 Command::Merge { videochat, .. } => Some(videochat.to_string()),
                 _ => None,
             })),
-    };
-    query
+    }
 }
