@@ -132,6 +132,7 @@ async fn a_replica_alone_only_says_hello_and_announces_commits_once_a_peer_speak
             notify_every: Duration::from_millis(1),
             hello_every: Duration::from_millis(200),
             peers_for: Duration::from_millis(300),
+            probe_for: Duration::from_millis(300),
         };
         let announce = announce::start(
             &pool,
@@ -186,6 +187,66 @@ async fn a_replica_alone_only_says_hello_and_announces_commits_once_a_peer_speak
         assert!(
             with_peer >= 5,
             "with a peer: {with_peer} notifications for 10 commits in 110 ms"
+        );
+        stop.cancel();
+        pool.close().await;
+    })
+    .await;
+}
+
+/// A replica that starts asks who is there and a running one answers at once (not at its next
+/// hello): the new one then announces its commits; a replica alone stops after `probe_for`.
+#[tokio::test]
+async fn a_starting_replica_asks_who_is_there_and_is_answered_at_once() {
+    use std::time::Duration;
+
+    use super::announce::{self, OUTBOX_CHANNEL, Timing};
+
+    with_postgres("vc_announce_test", |url| async move {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let mut observer = sqlx::postgres::PgListener::connect(&url).await.unwrap();
+        observer.listen(OUTBOX_CHANNEL).await.unwrap();
+        let timing = Timing {
+            notify_every: Duration::from_millis(1),
+            // Far off: every hello heard below is a question or its answer.
+            hello_every: Duration::from_secs(60),
+            peers_for: Duration::from_secs(60),
+            probe_for: Duration::from_millis(200),
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let start = |origin: &'static str| {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            async move {
+                let (signal, _) = crate::store::signal();
+                announce::start(&pool, origin, std::sync::Arc::new(signal), timing, stop)
+                    .await
+                    .unwrap()
+            }
+        };
+        let a = start("replica-a").await;
+        // Alone past its question's window: a's commits are not announced.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.commit_with_events();
+        assert_eq!(
+            heard_from(&mut observer, "replica-a", Duration::from_millis(200)).await,
+            0,
+            "a replica alone announced a commit"
+        );
+
+        let b = start("replica-b").await;
+        // a answers b's question at once: a hello long before its next regular one.
+        assert_eq!(
+            heard_from(&mut observer, "replica-a", Duration::from_millis(500)).await,
+            1,
+            "no answer to the question"
+        );
+        // b heard it, and announces its commits past its question's window.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        b.commit_with_events();
+        assert_eq!(
+            heard_from(&mut observer, "replica-b", Duration::from_millis(500)).await,
+            1,
+            "b did not announce its commit"
         );
         stop.cancel();
         pool.close().await;
