@@ -95,6 +95,28 @@ pub enum Command {
 }
 
 impl Command {
+    /// One command of every kind, about the given ids: for running every kind's statements
+    /// (readying a Postgres connection, plan tests).
+    pub fn one_of_each(target: UserId, videochat: VideochatId, request: RequestId) -> [Command; 5] {
+        [
+            Command::RequestDirect {
+                target: target.clone(),
+                engine: None,
+            },
+            Command::Invite {
+                target,
+                videochat: videochat.clone(),
+            },
+            Command::Accept {
+                request: request.clone(),
+            },
+            Command::Decline {
+                request: request.clone(),
+            },
+            Command::Merge { videochat, request },
+        ]
+    }
+
     /// Stable name, recorded with idempotency keys and used in metrics.
     pub fn name(&self) -> &'static str {
         match self {

@@ -721,23 +721,7 @@ mod tests {
         let target = UserId::parse("bob").unwrap();
         let request = RequestId::parse("vcr_1").unwrap();
         let videochat = VideochatId::parse("vc_1").unwrap();
-        let commands = [
-            Command::RequestDirect {
-                target: target.clone(),
-                engine: None,
-            },
-            Command::Invite {
-                target,
-                videochat: videochat.clone(),
-            },
-            Command::Accept {
-                request: request.clone(),
-            },
-            Command::Decline {
-                request: request.clone(),
-            },
-            Command::Merge { videochat, request },
-        ];
+        let commands = Command::one_of_each(target, videochat, request);
         let mut reads = Vec::new();
         for command in &commands {
             let (sql, params) = facts::query(&actor, &key, command, 1_000);

@@ -293,23 +293,7 @@ pub(super) async fn warm(connection: &mut PgConnection) -> StoreResult<()> {
     ) else {
         return Ok(());
     };
-    let kinds = [
-        Command::RequestDirect {
-            target: user.clone(),
-            engine: None,
-        },
-        Command::Invite {
-            target: user,
-            videochat: videochat.clone(),
-        },
-        Command::Accept {
-            request: request.clone(),
-        },
-        Command::Decline {
-            request: request.clone(),
-        },
-        Command::Merge { videochat, request },
-    ];
+    let kinds = Command::one_of_each(user, videochat, request);
     for command in &kinds {
         query(command, &[], &[]).fetch_all(&mut *connection).await?;
     }
