@@ -181,7 +181,6 @@ impl PostgresStore {
                     if crate::service::now_ms() >= SUSPECT_UNTIL_MS.load(Ordering::Relaxed) {
                         return Ok(true);
                     }
-                    use sqlx::Connection;
                     Ok(connection.ping().await.is_ok())
                 })
             })
