@@ -212,6 +212,7 @@ async fn announce_commits(
 ) {
     let mut next_hello = tokio::time::Instant::now();
     // The first hello asks who is there.
+    let asking = format!("{origin}?");
     let mut question = true;
     loop {
         tokio::select! {
@@ -220,21 +221,19 @@ async fn announce_commits(
             _ = tokio::time::sleep_until(next_hello) => {}
         }
         let now = tokio::time::Instant::now();
-        let hello = now >= next_hello || announce.asked.swap(false, Ordering::AcqRel);
+        // Taken whether or not a hello is due anyway: one hello answers it.
+        let asked = announce.asked.swap(false, Ordering::AcqRel);
+        let hello = now >= next_hello || asked;
         let commits =
             announce.pending.swap(false, Ordering::AcqRel) && announce.peers_listening(now_ms());
         if !hello && !commits {
             continue;
         }
-        let payload = if question {
-            question = false;
-            format!("{origin}?")
-        } else {
-            origin.clone()
-        };
+        let payload = if question { &asking } else { &origin };
+        question = false;
         if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(OUTBOX_CHANNEL)
-            .bind(&payload)
+            .bind(payload)
             .execute(&pool)
             .await
         {

@@ -98,6 +98,18 @@ async fn the_stores_sessions_never_jit_compile() {
     .await;
 }
 
+/// A pool on the database at `url`, and a listener on its outbox channel (to count what the
+/// replicas of a test say there).
+async fn observed(url: &str) -> (sqlx::PgPool, sqlx::postgres::PgListener) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let mut observer = sqlx::postgres::PgListener::connect(url).await.unwrap();
+    observer
+        .listen(super::announce::OUTBOX_CHANNEL)
+        .await
+        .unwrap();
+    (pool, observer)
+}
+
 /// Counts the notifications on the outbox channel whose payload is `origin`, for `window`.
 async fn heard_from(
     listener: &mut sqlx::postgres::PgListener,
@@ -123,9 +135,7 @@ async fn a_replica_alone_only_says_hello_and_announces_commits_once_a_peer_speak
     use super::announce::{self, OUTBOX_CHANNEL, Timing};
 
     with_postgres("vc_announce_test", |url| async move {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        let mut observer = sqlx::postgres::PgListener::connect(&url).await.unwrap();
-        observer.listen(OUTBOX_CHANNEL).await.unwrap();
+        let (pool, mut observer) = observed(&url).await;
         let (signal, mut woken) = crate::store::signal();
         let stop = tokio_util::sync::CancellationToken::new();
         let timing = Timing {
@@ -200,12 +210,10 @@ async fn a_replica_alone_only_says_hello_and_announces_commits_once_a_peer_speak
 async fn a_starting_replica_asks_who_is_there_and_is_answered_at_once() {
     use std::time::Duration;
 
-    use super::announce::{self, OUTBOX_CHANNEL, Timing};
+    use super::announce::{self, Timing};
 
     with_postgres("vc_announce_test", |url| async move {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        let mut observer = sqlx::postgres::PgListener::connect(&url).await.unwrap();
-        observer.listen(OUTBOX_CHANNEL).await.unwrap();
+        let (pool, mut observer) = observed(&url).await;
         let timing = Timing {
             notify_every: Duration::from_millis(1),
             // Far off: every hello heard below is a question or its answer.
