@@ -75,6 +75,10 @@ pub enum StoreError {
     /// SQLite's committer thread could not be started (the process is out of threads).
     #[error("cannot start the SQLite committer: {0}")]
     Committer(#[source] std::io::Error),
+    /// The Postgres store's hot-path thread could not be started (out of threads), or ended
+    /// while starting (`store/postgres/hot.rs`).
+    #[error("cannot start the store's hot-path thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// An error of SQLite's committer connection (`store/sqlite/commit.rs`).
     #[error("database error: {0}")]
     Sqlite(#[source] rusqlite::Error),

@@ -72,7 +72,7 @@ pub(super) struct Announce {
 }
 
 impl Announce {
-    fn new(timing: Timing) -> Self {
+    pub(super) fn new(timing: Timing) -> Self {
         let peers_for_ms = i64::try_from(timing.peers_for.as_millis()).unwrap_or(i64::MAX / 4);
         let probe_for_ms = i64::try_from(timing.probe_for.as_millis()).unwrap_or(i64::MAX / 4);
         Self {

@@ -27,15 +27,16 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 mod announce;
 mod apply;
 mod batch;
+mod hot;
 mod load;
 #[cfg(test)]
 mod tests;
 mod warm;
 mod webhooks;
 
-use self::apply::{Applies, ApplyJob};
+use self::apply::ApplyJob;
 use self::batch::Batcher;
-use self::load::{LoadJob, Loads};
+use self::load::LoadJob;
 use super::calls::{self, RoomApplied};
 use super::facts::{self, FactRow};
 use super::rows::{RequestRow, UserRow, avatar_3d_json, requests_from_rows, user_from_row};
@@ -88,11 +89,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/post
 /// executor took Postgres's CPU per handshake from ~410 to ~530 µs and handshakes/s down 10 %,
 /// a second load executor down 7 %.
 const EXECUTORS: usize = 1;
-/// Connections kept open (and readied) however quiet the replica: what the hot path and the
-/// housekeeping use at once at 500 handshakes/s (one write, a batch's kinds of loads, the
-/// gateway's reports, sweeps). Measured: with 4, the pool still opened one mid-run now and then,
-/// and the batch that asked for it waited for its opening and readying (rings of 25–33 ms); with
-/// 8 none was opened in a 10 s paced run. The pool opens more, up to the maximum, as needed.
+/// Connections each pool keeps open (and readied) however quiet the replica: what it uses at
+/// once at 500 handshakes/s (the hot path's: one write and a batch's kinds of loads; the other
+/// pool's: the gateways' reports, followers, sweeps). Measured before the pools were split, one
+/// pool for all: with 4, the pool still opened one mid-run now and then, and the batch that
+/// asked for it waited for its opening and readying (rings of 25–33 ms); with 8 none was opened
+/// in a 10 s paced run. Each pool opens more, up to its share, as needed.
 const KEPT_OPEN: u32 = 8;
 /// Most operations in one statement.
 const MAX_BATCH: usize = 64;
@@ -150,43 +152,11 @@ impl PostgresStore {
         let mut migrating = PgConnection::connect_with(&options).await?;
         MIGRATOR.run(&mut migrating).await?;
         migrating.close().await?;
-        let warm_origin: Arc<str> = Arc::from(origin);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            // As many as the hot path uses at once, opened (and readied) before the replica
-            // reports ready and again in the background when one is lost, so that handshakes
-            // seldom wait for one to open. Not all of them: the pool hands out its idle
-            // connections in turn, and each connection in the rotation still pays a little of
-            // its own on first touching the data (~1 ms per connection, measured).
-            .min_connections(max_connections.min(KEPT_OPEN))
-            .after_connect(move |connection, _| {
-                let origin = warm_origin.clone();
-                Box::pin(async move {
-                    // Only an optimization: a connection that could not be readied still serves.
-                    if let Err(error) = warm::warm(connection, &origin).await {
-                        tracing::warn!(%error, "could not ready a new Postgres connection");
-                    }
-                    Ok(())
-                })
-            })
-            // Short: while the database is down, the pool retries connecting with a backoff of
-            // up to a fifth of this, which is how late the first statement after its return can
-            // be. A caller whose acquire times out retries (StoreError::Unavailable).
-            .acquire_timeout(Duration::from_secs(2))
-            // No ping before every statement (a round trip each): a broken connection fails
-            // its statement, which the caller retries or answers with 1004.
-            .test_before_acquire(false)
-            .before_acquire(|connection, _| {
-                Box::pin(async move {
-                    if crate::service::now_ms() >= SUSPECT_UNTIL_MS.load(Ordering::Relaxed) {
-                        return Ok(true);
-                    }
-                    Ok(connection.ping().await.is_ok())
-                })
-            })
-            .connect_with(options)
+        let (hot_connections, other_connections) = split_connections(max_connections);
+        let pool = pool_options(other_connections, origin)
+            .connect_with(options.clone())
             .await?;
-        open_all(&pool, max_connections.min(KEPT_OPEN)).await?;
+        open_all(&pool, other_connections.min(KEPT_OPEN)).await?;
         let (sender, _) = super::signal();
         let signal = Arc::new(sender);
         let stop = CancellationToken::new();
@@ -198,33 +168,64 @@ impl PostgresStore {
             stop.clone(),
         )
         .await?;
-        let loads = Batcher::start(
-            Arc::new(Loads { pool: pool.clone() }),
-            EXECUTORS,
-            MAX_BATCH,
-            "load",
-            stop.clone(),
-        );
-        let applies = Batcher::start(
-            Arc::new(Applies {
-                pool: pool.clone(),
-                origin: origin.to_owned(),
-                announce,
-            }),
-            EXECUTORS,
-            MAX_BATCH,
-            "apply",
-            stop.clone(),
-        );
+        let hot = hot::start(options, hot_connections, origin, announce, stop.clone()).await?;
         Ok(Self {
             pool,
             origin: origin.to_owned(),
             signal,
-            loads,
-            applies,
+            loads: hot.loads,
+            applies: hot.applies,
             _tasks: stop.drop_guard(),
         })
     }
+}
+
+/// `VIDEOCHAT_DB_MAX_CONNECTIONS` shared between the hot path's pool ([`hot`]: the loads and
+/// writes of handshakes) and the pool for everything else (the outbox LISTEN session, which
+/// holds one of its connections for good, followers, replays, the gateways' reports, sweeps,
+/// webhooks): half each, at least one for the hot path and two for the rest.
+fn split_connections(max_connections: u32) -> (u32, u32) {
+    let hot = (max_connections / 2).max(1);
+    (hot, max_connections.saturating_sub(hot).max(2))
+}
+
+/// How every pool of this store connects: readied connections, a short acquire timeout, and
+/// pings only while connections are suspect (see [`SUSPECT_UNTIL_MS`]).
+fn pool_options(max_connections: u32, origin: &str) -> PgPoolOptions {
+    let warm_origin: Arc<str> = Arc::from(origin);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        // As many as the hot path uses at once, opened (and readied) before the replica
+        // reports ready and again in the background when one is lost, so that handshakes
+        // seldom wait for one to open. Not all of them: the pool hands out its idle
+        // connections in turn, and each connection in the rotation still pays a little of
+        // its own on first touching the data (~1 ms per connection, measured).
+        .min_connections(max_connections.min(KEPT_OPEN))
+        .after_connect(move |connection, _| {
+            let origin = warm_origin.clone();
+            Box::pin(async move {
+                // Only an optimization: a connection that could not be readied still serves.
+                if let Err(error) = warm::warm(connection, &origin).await {
+                    tracing::warn!(%error, "could not ready a new Postgres connection");
+                }
+                Ok(())
+            })
+        })
+        // Short: while the database is down, the pool retries connecting with a backoff of
+        // up to a fifth of this, which is how late the first statement after its return can
+        // be. A caller whose acquire times out retries (StoreError::Unavailable).
+        .acquire_timeout(Duration::from_secs(2))
+        // No ping before every statement (a round trip each): a broken connection fails
+        // its statement, which the caller retries or answers with 1004.
+        .test_before_acquire(false)
+        .before_acquire(|connection, _| {
+            Box::pin(async move {
+                if crate::service::now_ms() >= SUSPECT_UNTIL_MS.load(Ordering::Relaxed) {
+                    return Ok(true);
+                }
+                Ok(connection.ping().await.is_ok())
+            })
+        })
 }
 
 /// Opens (and readies) `count` connections at once, then returns them to the pool.

@@ -370,3 +370,82 @@ async fn a_connection_that_cannot_be_readied_still_serves() {
     })
     .await;
 }
+
+/// The connections are shared between the hot path's pool and the other one: half each, and
+/// never fewer than the other pool needs to hold its LISTEN session and still serve.
+#[test]
+fn the_connections_are_split_between_the_two_pools() {
+    use super::split_connections;
+    assert_eq!(split_connections(16), (8, 8));
+    assert_eq!(split_connections(5), (2, 3));
+    assert_eq!(split_connections(2), (1, 2));
+    assert_eq!(split_connections(1), (1, 2));
+    assert_eq!(split_connections(0), (1, 2));
+}
+
+/// Backends connected to the database `url` names, other than the asking one.
+async fn backends(url: &str) -> i64 {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap()
+}
+
+/// The hot path's thread opens a pool of its own beside the store's other pool, and when the
+/// store is dropped the thread closes it: no connection outlives the store.
+#[tokio::test]
+async fn the_hot_paths_pool_is_opened_beside_the_other_and_closed_with_the_store() {
+    with_postgres("vc_hot_test", |url| async move {
+        let store = PostgresStore::connect(&url, 4, "test").await.unwrap();
+        // Two for the hot path, two for the rest (one of them the LISTEN session).
+        assert_eq!(backends(&url).await, 4);
+        drop(store);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut left = backends(&url).await;
+        while left > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            left = backends(&url).await;
+        }
+        assert_eq!(left, 0, "connections left after the store was dropped");
+    })
+    .await;
+}
+
+/// A hot path whose database cannot be reached fails to start with the connection's error; it
+/// does not hang, and its thread ends.
+#[tokio::test]
+async fn a_hot_path_that_cannot_connect_fails_to_start() {
+    use super::announce::{Announce, Timing};
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let options = sqlx::postgres::PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username("postgres");
+    let started = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        super::hot::start(
+            options,
+            1,
+            "test",
+            std::sync::Arc::new(Announce::new(Timing::default())),
+            tokio_util::sync::CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the start neither failed nor succeeded in 30 s");
+    assert!(
+        matches!(
+            started,
+            Err(crate::store::StoreError::Unavailable(_) | crate::store::StoreError::Database(_))
+        ),
+        "{:?}",
+        started.err()
+    );
+}
