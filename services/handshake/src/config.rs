@@ -25,7 +25,8 @@ pub struct HandshakeConfig {
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 
-    /// Postgres connection pool size per replica.
+    /// Postgres connections per replica: half for the hot path's pool (handshakes' loads and
+    /// writes), half for everything else (at least one and two; `store/postgres/mod.rs`).
     #[arg(long, env = "VIDEOCHAT_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
