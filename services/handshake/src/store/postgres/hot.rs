@@ -1,14 +1,15 @@
 //! The hot path's own thread: this replica's load and write batches ([`super::batch`]) run on a
 //! runtime of their own, over a pool of their own, on one thread named `pg-batches`.
 //!
-//! Why: with one executor per kind, a handshake's throughput is the write batch's cycle — the
-//! statement in Postgres, and everything between its answer and the next batch's start. On the
-//! shared runtime that second part was a task waiting its turn behind the gateway's socket
-//! tasks on two busy worker threads: measured with every statement's duration logged
-//! (`log_min_duration_statement = 0`), flat out at 50 pairs, a write batch took 2.9 ms end to
-//! end, of which Postgres executed 1.3 ms. On its own thread, the answer wakes the executor
-//! directly (the kernel's wake-up, not the runtime's queue). Measured (`docs/benchmarks.md`):
-//! flat Postgres +2.6 % without webhooks and +7 % with them, paced latency unchanged.
+//! Why: with one executor per kind, batches of a kind follow one another, and whatever delays
+//! an executor between Postgres's answer and its next statement delays every handshake queued
+//! behind it. With every statement's duration logged (`log_min_duration_statement = 0`), flat
+//! out at 50 pairs, a write batch started every 2.9 ms and Postgres's bind and execute took
+//! 1.3 ms of it; on the shared runtime part of the rest was the executor task waiting its turn
+//! behind the gateway's socket tasks on two busy worker threads. On its own thread, the answer
+//! wakes the executor directly (the kernel's wake-up, not the runtime's queue). Measured
+//! (`docs/benchmarks.md`, one binary, both ways interleaved): flat Postgres +2.6 % without
+//! webhooks and +7 % with them; paced latency unchanged.
 //!
 //! The pool's connections are opened from this thread's runtime, so their sockets belong to its
 //! I/O driver: an answer from Postgres is noticed by this thread, not by whichever of the main
