@@ -160,6 +160,9 @@ impl PostgresStore {
         let (sender, _) = super::signal();
         let signal = Arc::new(sender);
         let stop = CancellationToken::new();
+        // Held from here on: if the store is not made after all (the hot path cannot start),
+        // dropping it stops the listener and announcer already started.
+        let tasks = stop.clone().drop_guard();
         let announce = announce::start(
             &pool,
             origin,
@@ -175,7 +178,7 @@ impl PostgresStore {
             signal,
             loads: hot.loads,
             applies: hot.applies,
-            _tasks: stop.drop_guard(),
+            _tasks: tasks,
         })
     }
 }

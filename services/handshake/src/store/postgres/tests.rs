@@ -449,3 +449,62 @@ async fn a_hot_path_that_cannot_connect_fails_to_start() {
         started.err()
     );
 }
+
+/// A store whose hot path cannot start (here its role may open three connections, and the
+/// store wants four) fails to open, and what it had started by then — the other pool, the LISTEN
+/// session, the announcer — ends with it: no connection is left behind.
+#[tokio::test]
+async fn a_store_whose_hot_path_cannot_start_leaves_no_connection_behind() {
+    use sqlx::ConnectOptions;
+    use sqlx::Connection;
+    use std::str::FromStr;
+
+    with_postgres("vc_hot_test", |url| async move {
+        // The schema, made by its owner.
+        drop(PostgresStore::connect(&url, 4, "owner").await.unwrap());
+        let role = format!("vc_three_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+        for statement in [
+            format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 3"),
+            format!("GRANT USAGE, CREATE ON SCHEMA public TO {role}"),
+            format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
+            format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+        let limited = sqlx::postgres::PgConnectOptions::from_str(&url)
+            .unwrap()
+            .username(&role)
+            .to_url_lossy()
+            .to_string();
+
+        let opened = PostgresStore::connect(&limited, 4, "limited").await;
+        let refused = opened.as_ref().err().map(ToString::to_string);
+        drop(opened);
+        let count = format!("SELECT COUNT(*) FROM pg_stat_activity WHERE usename = '{role}'");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let left = loop {
+            let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count.clone()))
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+            if left == 0 || std::time::Instant::now() >= deadline {
+                break left;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        for statement in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+        // sqlx retries the refused connection until its acquire timeout, and says so.
+        assert!(refused.is_some(), "the store opened on too few connections");
+        assert_eq!(left, 0, "connections left after the store failed to open");
+    })
+    .await;
+}
