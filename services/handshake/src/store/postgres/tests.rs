@@ -312,38 +312,68 @@ async fn a_new_connection_comes_readied_and_readying_writes_nothing() {
     .await;
 }
 
+/// A role of its own for one test: created `LOGIN` with `attributes` (e.g. a connection limit),
+/// granted what the store's schema needs, then `then` run (e.g. a revoke; `{role}` is its name).
+/// Returns its name and a URL that logs in as it; [`drop_role`] removes it.
+async fn scratch_role(
+    url: &str,
+    admin: &mut sqlx::PgConnection,
+    attributes: &str,
+    then: &[&str],
+) -> (String, String) {
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
+
+    let role = format!("vc_role_{}", uuid::Uuid::new_v4().simple());
+    let mut statements = vec![
+        format!("CREATE ROLE {role} LOGIN {attributes}"),
+        // The migrator makes sure its own table is there (CREATE … IF NOT EXISTS).
+        format!("GRANT USAGE, CREATE ON SCHEMA public TO {role}"),
+        format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+    ];
+    statements.extend(then.iter().map(|s| s.replace("{role}", &role)));
+    for statement in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *admin)
+            .await
+            .unwrap();
+    }
+    let login = sqlx::postgres::PgConnectOptions::from_str(url)
+        .unwrap()
+        .username(&role)
+        .to_url_lossy()
+        .to_string();
+    (role, login)
+}
+
+async fn drop_role(admin: &mut sqlx::PgConnection, role: &str) {
+    for statement in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *admin)
+            .await
+            .unwrap();
+    }
+}
+
 /// Readying is only an optimization: a connection on which it fails still serves. Here the
 /// store's role may not read one table the loads read, so readying fails on every connection,
 /// and the store still opens and answers.
 #[tokio::test]
 async fn a_connection_that_cannot_be_readied_still_serves() {
-    use sqlx::ConnectOptions;
     use sqlx::Connection;
-    use std::str::FromStr;
 
     with_postgres("vc_warm_test", |url| async move {
         // The schema, made by its owner.
         PostgresStore::connect(&url, 1, "owner").await.unwrap();
-        let role = format!("vc_limited_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
-        for statement in [
-            format!("CREATE ROLE {role} LOGIN"),
-            // The migrator makes sure its own table is there (CREATE … IF NOT EXISTS).
-            format!("GRANT USAGE, CREATE ON SCHEMA public TO {role}"),
-            format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
-            format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
-            format!("REVOKE ALL ON push_devices FROM {role}"),
-        ] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-        }
-        let limited = sqlx::postgres::PgConnectOptions::from_str(&url)
-            .unwrap()
-            .username(&role)
-            .to_url_lossy()
-            .to_string();
+        let (role, limited) = scratch_role(
+            &url,
+            &mut admin,
+            "",
+            &["REVOKE ALL ON push_devices FROM {role}"],
+        )
+        .await;
 
         let store = PostgresStore::connect(&limited, 2, "limited").await;
         // Readying stopped at its first statement (the ring's load reads push_devices): none
@@ -360,12 +390,7 @@ async fn a_connection_that_cannot_be_readied_still_serves() {
             Err(error) => Err(error.to_string()),
         };
         drop(store);
-        for statement in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-        }
+        drop_role(&mut admin, &role).await;
         assert_eq!(answered, Ok(0));
     })
     .await;
@@ -455,31 +480,13 @@ async fn a_hot_path_that_cannot_connect_fails_to_start() {
 /// session, the announcer — ends with it: no connection is left behind.
 #[tokio::test]
 async fn a_store_whose_hot_path_cannot_start_leaves_no_connection_behind() {
-    use sqlx::ConnectOptions;
     use sqlx::Connection;
-    use std::str::FromStr;
 
     with_postgres("vc_hot_test", |url| async move {
         // The schema, made by its owner.
         drop(PostgresStore::connect(&url, 4, "owner").await.unwrap());
-        let role = format!("vc_three_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
-        for statement in [
-            format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 3"),
-            format!("GRANT USAGE, CREATE ON SCHEMA public TO {role}"),
-            format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
-            format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
-        ] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-        }
-        let limited = sqlx::postgres::PgConnectOptions::from_str(&url)
-            .unwrap()
-            .username(&role)
-            .to_url_lossy()
-            .to_string();
+        let (role, limited) = scratch_role(&url, &mut admin, "CONNECTION LIMIT 3", &[]).await;
 
         let opened = PostgresStore::connect(&limited, 4, "limited").await;
         let refused = opened.as_ref().err().map(ToString::to_string);
@@ -496,12 +503,7 @@ async fn a_store_whose_hot_path_cannot_start_leaves_no_connection_behind() {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         };
-        for statement in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-        }
+        drop_role(&mut admin, &role).await;
         // sqlx retries the refused connection until its acquire timeout, and says so.
         assert!(refused.is_some(), "the store opened on too few connections");
         assert_eq!(left, 0, "connections left after the store failed to open");
