@@ -408,41 +408,48 @@ fn the_connections_are_split_between_the_two_pools() {
     assert_eq!(split_connections(0), (1, 2));
 }
 
-/// Backends connected to the database `url` names, other than the asking one.
-async fn backends(url: &str) -> i64 {
-    use sqlx::Connection;
-    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .fetch_one(&mut admin)
-    .await
-    .unwrap()
+/// Waits up to 10 s for `count` (a `SELECT COUNT(*)` of backends) to reach 0 on `admin`, and
+/// returns what it last was.
+async fn backends_left(admin: &mut sqlx::PgConnection, count: &str) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count.to_owned()))
+            .fetch_one(&mut *admin)
+            .await
+            .unwrap();
+        if left == 0 || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// The hot path's thread opens a pool of its own beside the store's other pool, and when the
 /// store is dropped the thread closes it: no connection outlives the store.
 #[tokio::test]
 async fn the_hot_paths_pool_is_opened_beside_the_other_and_closed_with_the_store() {
+    use sqlx::Connection;
+
     with_postgres("vc_hot_test", |url| async move {
         let store = PostgresStore::connect(&url, 4, "test").await.unwrap();
+        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+        let others = "SELECT COUNT(*) FROM pg_stat_activity \
+                      WHERE datname = current_database() AND pid <> pg_backend_pid()";
         // Two for the hot path, two for the rest (one of them the LISTEN session).
-        assert_eq!(backends(&url).await, 4);
+        let opened: i64 = sqlx::query_scalar(others)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(opened, 4);
         drop(store);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut left = backends(&url).await;
-        while left > 0 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            left = backends(&url).await;
-        }
+        let left = backends_left(&mut admin, others).await;
         assert_eq!(left, 0, "connections left after the store was dropped");
     })
     .await;
 }
 
 /// A hot path whose database cannot be reached fails to start with the connection's error; it
-/// does not hang, and its thread ends.
+/// does not hang.
 #[tokio::test]
 async fn a_hot_path_that_cannot_connect_fails_to_start() {
     use super::announce::{Announce, Timing};
@@ -492,17 +499,7 @@ async fn a_store_whose_hot_path_cannot_start_leaves_no_connection_behind() {
         let refused = opened.as_ref().err().map(ToString::to_string);
         drop(opened);
         let count = format!("SELECT COUNT(*) FROM pg_stat_activity WHERE usename = '{role}'");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let left = loop {
-            let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count.clone()))
-                .fetch_one(&mut admin)
-                .await
-                .unwrap();
-            if left == 0 || std::time::Instant::now() >= deadline {
-                break left;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
+        let left = backends_left(&mut admin, &count).await;
         drop_role(&mut admin, &role).await;
         // sqlx retries the refused connection until its acquire timeout, and says so.
         assert!(refused.is_some(), "the store opened on too few connections");
