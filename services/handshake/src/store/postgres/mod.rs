@@ -198,9 +198,9 @@ fn pool_options(max_connections: u32, origin: &str) -> PgPoolOptions {
     let warm_origin: Arc<str> = Arc::from(origin);
     PgPoolOptions::new()
         .max_connections(max_connections)
-        // As many as the hot path uses at once, opened (and readied) before the replica
-        // reports ready and again in the background when one is lost, so that handshakes
-        // seldom wait for one to open. Not all of them: the pool hands out its idle
+        // As many as the pool's users need at once (`KEPT_OPEN`), opened (and readied) before
+        // the replica reports ready and again in the background when one is lost, so that
+        // handshakes seldom wait for one to open. Not all of them: the pool hands out its idle
         // connections in turn, and each connection in the rotation still pays a little of
         // its own on first touching the data (~1 ms per connection, measured).
         .min_connections(max_connections.min(KEPT_OPEN))
