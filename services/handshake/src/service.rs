@@ -262,7 +262,7 @@ impl Handshake {
         }
         let (rows, mut events): (Vec<_>, Vec<pb::Event>) =
             change.events.iter().map(delivery::encode).unzip();
-        let positions = self
+        let applied = self
             .store
             .apply(&Write {
                 change,
@@ -276,9 +276,9 @@ impl Handshake {
         if !outbound.deliveries.is_empty()
             && let Some(webhooks) = &self.webhooks
         {
-            webhooks.committed(outbound, traceparent, now);
+            webhooks.committed(outbound, traceparent, now, applied.group.as_ref());
         }
-        for ((event, row), seq) in events.iter_mut().zip(&rows).zip(positions) {
+        for ((event, row), seq) in events.iter_mut().zip(&rows).zip(applied.positions) {
             event.seq = seq;
             event.recipient_user_id = row.recipient.to_string();
             event.created_at = now;

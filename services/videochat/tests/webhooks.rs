@@ -429,6 +429,87 @@ async fn deliveries_survive_a_dead_endpoint_and_a_service_restart(backend: Backe
     app.stop().await;
 }
 
+/// An endpoint that accepts connections and never answers: an attempt at it runs until its
+/// timeout. Dropped, it closes the port.
+struct Silent(tokio::task::JoinHandle<()>);
+
+impl Silent {
+    async fn on(port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        Self(tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        }))
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A replica that stops while its first attempts are still running leaves them unrecorded (on
+/// Postgres, its batch's group; on SQLite, claimed rows). Once their lease runs out, the next
+/// replica sends them — the same `webhook-id` the stopped one tried.
+async fn deliveries_whose_attempts_a_stopping_replica_abandoned_are_sent_after_their_lease(
+    backend: Backend,
+) {
+    let port = common::process::free_port().await.port();
+    let url = format!("http://127.0.0.1:{port}/calls");
+    let silent = Silent::on(port).await;
+    // Attempts outlast shutdown's 2 s drain; the lease is the timeout plus 5 s.
+    let slow = |h: &mut HandshakeConfig, url: String| {
+        webhooks(h, Some(url), None);
+        h.webhooks.webhook_timeout_ms = 3_000;
+    };
+    let first_url = url.clone();
+    let mut app = spawn(backend, |_, h| slow(h, first_url)).await;
+    let mut alice = app.connect("alice").await;
+    let mut bob = app.connect("bob").await;
+    let request = ring(&mut alice, &mut bob).await;
+    // The attempt is under way (the endpoint took the connection), not finished.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while metric(&app, "videochat_webhook_attempts_total").await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "no attempt started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        metric(&app, "videochat_webhook_attempt_errors_total").await,
+        0.0
+    );
+    alice.close().await;
+    bob.close().await;
+    let db = app.db.take();
+    app.stop().await;
+    drop(silent);
+
+    let receiver = Receiver::start(port).await;
+    let app = TestApp::spawn_on(db, |_, h| slow(h, url)).await;
+    let received = receiver
+        .until(DEADLINE * 2, |r| {
+            !of_type(r, "call.requested", &request).is_empty()
+        })
+        .await;
+    let sent = of_type(&received, "call.requested", &request);
+    assert_eq!(sent.len(), 1, "sent once: {received:#?}");
+    assert!(sent[0]["verified"] == true);
+    // Its delivery recorded: the row goes (outcomes are recorded in batches, within 20 ms).
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while outbox_rows(&app).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delivered row stays"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+}
+
 /// A webhook that keeps failing past its age limit is marked failed, listed by
 /// `ListFailedDeliveries`, and sent again — same id — by `RetryDeliveries`, by id or all.
 async fn failed_deliveries_are_listed_and_sent_again(backend: Backend) {
@@ -960,6 +1041,7 @@ on_both_backends!(
     every_call_status_event_arrives_signed,
     a_failing_endpoint_gets_every_event_once_it_recovers,
     deliveries_survive_a_dead_endpoint_and_a_service_restart,
+    deliveries_whose_attempts_a_stopping_replica_abandoned_are_sent_after_their_lease,
     failed_deliveries_are_listed_and_sent_again,
     an_offline_callee_with_a_device_is_rung_through_push,
     an_offline_user_invited_into_a_videochat_is_rung_through_push,

@@ -46,7 +46,7 @@ use crate::engine::events::RoomEvent;
 use crate::history::{CallEntry, CallPage};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-pub use webhooks::{Outbound, WebhookStore};
+pub use webhooks::{GroupRef, Outbound, WebhookStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -145,6 +145,16 @@ pub struct NewEvent {
 }
 
 /// One decided operation, ready to be written.
+/// What [`Store::apply`] answers for a committed write.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The mailbox position of each of the write's events, in order.
+    pub positions: Vec<u64>,
+    /// The group the write's webhooks were committed in, `None` if it had none or its store
+    /// writes a row per delivery (SQLite).
+    pub group: Option<GroupRef>,
+}
+
 pub struct Write<'a> {
     pub change: &'a Change,
     /// The change's events, encoded, in the order of `change.events`.
@@ -278,11 +288,12 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
     /// The facts for starting a videochat owned by `owner` (their profile).
     async fn load_owner(&self, owner: &UserId) -> StoreResult<Facts>;
 
-    /// Writes a decided change with its events and idempotency record, atomically. Returns the
-    /// mailbox positions given to the events, in order. Fails with [`StoreError::Stale`] when
+    /// Writes a decided change with its events, webhooks and idempotency record, atomically.
+    /// Returns the mailbox positions given to the events, in order, and the group its webhooks
+    /// were written in. Fails with [`StoreError::Stale`] when
     /// the change's ring was no longer pending, [`StoreError::Conflict`] when a racing change
     /// took a unique key first; either way nothing was written.
-    async fn apply(&self, write: &Write<'_>) -> StoreResult<Vec<u64>>;
+    async fn apply(&self, write: &Write<'_>) -> StoreResult<Applied>;
 
     /// Records a refusal under its idempotency key; false if the key already had a record.
     async fn record_refusal(&self, record: &IdempotencyRecord) -> StoreResult<bool>;

@@ -21,7 +21,7 @@ use super::calls::{self, RoomApplied};
 use super::facts::{self, FactRow, Param};
 use super::rows::{RequestRow, UserRow, avatar_3d_json, requests_from_rows, user_from_row};
 use super::{
-    EventRange, Followed, IdempotencyRecord, OpenedSocket, Registration, Snapshot, Store,
+    Applied, EventRange, Followed, IdempotencyRecord, OpenedSocket, Registration, Snapshot, Store,
     StoreError, StoreResult, StoredEvent, Write, snapshot_from,
 };
 use crate::change::Facts;
@@ -237,7 +237,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(name = "store.apply", skip_all, fields(db.system = "sqlite", otel.kind = "client"))]
-    async fn apply(&self, write: &Write<'_>) -> StoreResult<Vec<u64>> {
+    async fn apply(&self, write: &Write<'_>) -> StoreResult<Applied> {
         let (done, result) = oneshot::channel();
         self.committer.submit(Waiting {
             write: write.to_owned_write(),
@@ -245,7 +245,12 @@ impl Store for SqliteStore {
         });
         // The committer answers every write it takes; a dropped answer means it stopped with
         // the write undone, which a retry settles.
-        result.await.map_err(|_| StoreError::Conflict)?
+        let positions = result.await.map_err(|_| StoreError::Conflict)??;
+        // A row per delivery (an insert is cheap here): no group.
+        Ok(Applied {
+            positions,
+            group: None,
+        })
     }
 
     async fn record_refusal(&self, record: &IdempotencyRecord) -> StoreResult<bool> {

@@ -8,6 +8,7 @@
 //! [`WebhookStore`] (Postgres in `postgres/webhooks.rs`, SQLite in `sqlite/webhooks.rs`).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -109,6 +110,9 @@ pub struct Delivery {
     /// The W3C traceparent of the request that caused it (empty: none): each attempt's span is
     /// a child of that request's.
     pub traceparent: String,
+    /// The group it was written in, if its store writes a batch's deliveries as one row; `None`:
+    /// a row of its own in `webhook_deliveries`.
+    pub group: Option<GroupRef>,
 }
 
 impl Delivery {
@@ -116,6 +120,30 @@ impl Delivery {
     pub fn age_base_ms(&self) -> i64 {
         self.retried_at_ms.unwrap_or(self.created_at_ms)
     }
+}
+
+/// The deliveries one write batch committed, kept as one row until every one of them has had
+/// its first attempt (Postgres's `webhook_groups`, `postgres/webhooks.rs`).
+///
+/// Why: a row per delivery cost Postgres an insert into a table and two indexes inside the
+/// handshake's write, a delete once delivered, and their vacuuming. Measured flat out on
+/// Postgres (docs/benchmarks.md, *Webhooks as one row per write batch*): WAL per handshake
+/// −15 %, Postgres CPU per handshake −1 to −6 %; handshakes/s within the noise. Each delivery of the group carries it; the
+/// dispatcher ends the group once it has the outcome of all `size`
+/// ([`WebhookStore::settle_groups`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRef {
+    pub id: Arc<str>,
+    /// How many deliveries the group holds.
+    pub size: usize,
+}
+
+/// A group every delivery of which had its first attempt: its row goes, and the deliveries not
+/// delivered become rows of their own (due again, or failed), in one transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupEnd {
+    pub id: Arc<str>,
+    pub undelivered: Vec<(Delivery, Settle)>,
 }
 
 /// How an attempt ended.
@@ -156,6 +184,17 @@ pub trait WebhookStore: Send + Sync {
     /// handshake that caused it).
     async fn settle_deliveries(&self, settled: &[(String, Settle)], now_ms: i64)
     -> StoreResult<()>;
+
+    /// Ends groups ([`GroupRef`]) whose deliveries all had their first attempt: deletes each
+    /// group's row and writes its undelivered deliveries as rows of their own, settled as
+    /// given, in one transaction. A delivery that already has a row (its group lapsed and was
+    /// released meanwhile) keeps it.
+    async fn settle_groups(&self, ended: &[GroupEnd], now_ms: i64) -> StoreResult<()>;
+
+    /// Releases groups whose lease ran out (the replica that wrote them died, or fell behind):
+    /// each becomes one pending row per delivery, due at once, for any dispatcher to claim.
+    /// Returns how many deliveries were released.
+    async fn release_lapsed_groups(&self, now_ms: i64) -> StoreResult<u64>;
 
     /// How many deliveries are pending (the queue depth gauge).
     async fn pending_deliveries(&self) -> StoreResult<u64>;
@@ -247,6 +286,7 @@ pub(super) fn delivery_from_row(
         retried_at_ms,
         last_error,
         traceparent,
+        group: None,
     }
 }
 

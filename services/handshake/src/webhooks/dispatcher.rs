@@ -11,6 +11,7 @@
 //! until it ends, and a replica that dies mid-send leaves the row to be sent again then
 //! (at-least-once, same `webhook-id`; receivers drop duplicates by that id).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
@@ -27,7 +28,7 @@ use super::sender::Sender;
 use super::settings::WebhookSettings;
 use crate::service::now_ms;
 use crate::store::Store;
-use crate::store::webhooks::{Delivery, Settle};
+use crate::store::webhooks::{Delivery, GroupEnd, GroupRef, Settle};
 
 /// Most rows one claim takes.
 const MAX_CLAIM: usize = 64;
@@ -65,7 +66,7 @@ struct Attempts {
     settings: WebhookSettings,
     sender: Sender,
     /// Outcomes, recorded in batches by [`record_outcomes`].
-    settled: mpsc::Sender<(String, Settle)>,
+    settled: mpsc::Sender<(Delivery, Settle)>,
     /// The earliest retry this dispatcher scheduled (Unix ms; `i64::MAX`: none). Retries other
     /// replicas scheduled, and rows whose claim lapsed, are found by the poll.
     next_retry: AtomicI64,
@@ -182,7 +183,7 @@ pub async fn run(
         .as_ref()
         .map_or_else(tokio::runtime::Handle::current, |t| t.handle.clone());
     let (settled, outcomes) = mpsc::channel(1024);
-    tasks.spawn(record_outcomes(store.clone(), outcomes));
+    tasks.spawn(record_outcomes(store.clone(), outcomes, lease(&settings)));
     let attempts = Arc::new(Attempts {
         settings,
         sender,
@@ -260,14 +261,21 @@ pub async fn run(
 
 /// Records attempts' outcomes in batches: whatever arrives within [`SETTLE_LINGER`] of the
 /// first, [`MAX_SETTLE`] per statement. Under load that is one write for hundreds of deliveries
-/// instead of one each, and the write path shares the database with fewer commits.
+/// instead of one each, and the write path shares the database with fewer commits. A grouped
+/// delivery's outcome is kept until its group's last one is in ([`OpenGroups`]); the group then
+/// ends in one write.
 ///
 /// The linger is a sleep followed by taking what came, not a wait on each outcome: outcomes come
 /// from the webhook thread, and a receiver waiting on the channel is woken (a thread of this
 /// runtime unparked, a context switch on an idle core) by every one of them, thousands a second
 /// under load. Asleep, it is woken once per batch.
-async fn record_outcomes(store: Arc<dyn Store>, mut outcomes: mpsc::Receiver<(String, Settle)>) {
+async fn record_outcomes(
+    store: Arc<dyn Store>,
+    mut outcomes: mpsc::Receiver<(Delivery, Settle)>,
+    lease: Duration,
+) {
     let mut batch = Vec::with_capacity(MAX_SETTLE);
+    let mut groups = OpenGroups::default();
     while let Some(first) = outcomes.recv().await {
         batch.push(first);
         tokio::time::sleep(SETTLE_LINGER).await;
@@ -282,12 +290,66 @@ async fn record_outcomes(store: Arc<dyn Store>, mut outcomes: mpsc::Receiver<(St
             if batch.is_empty() {
                 break;
             }
-            if let Err(error) = store.settle_deliveries(&batch, now_ms()).await {
-                // Their leases run out and they are sent again: at-least-once.
-                tracing::warn!(%error, deliveries = batch.len(), "cannot record webhook attempts");
+            let mut rows = Vec::new();
+            let mut ended = Vec::new();
+            for (delivery, settle) in batch.drain(..) {
+                match delivery.group.clone() {
+                    None => rows.push((delivery.id, settle)),
+                    Some(group) => ended.extend(groups.record(&group, delivery, settle)),
+                }
             }
-            batch.clear();
+            if let Err(error) = store.settle_deliveries(&rows, now_ms()).await {
+                // Their leases run out and they are sent again: at-least-once.
+                tracing::warn!(%error, deliveries = rows.len(), "cannot record webhook attempts");
+            }
+            if let Err(error) = store.settle_groups(&ended, now_ms()).await {
+                // Their leases run out and they are released and sent again: at-least-once.
+                tracing::warn!(%error, groups = ended.len(), "cannot record webhook groups");
+            }
+            groups.forget_older_than(lease);
         }
+    }
+}
+
+/// The groups ([`GroupRef`]) some of whose deliveries' outcomes are in, waiting for the rest.
+#[derive(Default)]
+struct OpenGroups(HashMap<Arc<str>, OpenGroup>);
+
+struct OpenGroup {
+    size: usize,
+    seen: usize,
+    undelivered: Vec<(Delivery, Settle)>,
+    opened: Instant,
+}
+
+impl OpenGroups {
+    /// Takes the outcome of one of `group`'s deliveries; the group's end once it had them all.
+    fn record(&mut self, group: &GroupRef, delivery: Delivery, settle: Settle) -> Option<GroupEnd> {
+        let open = self.0.entry(group.id.clone()).or_insert_with(|| OpenGroup {
+            size: group.size,
+            seen: 0,
+            undelivered: Vec::new(),
+            opened: Instant::now(),
+        });
+        open.seen += 1;
+        if settle != Settle::Delivered {
+            open.undelivered.push((delivery, settle));
+        }
+        if open.seen < open.size {
+            return None;
+        }
+        let open = self.0.remove(&group.id)?;
+        Some(GroupEnd {
+            id: group.id.clone(),
+            undelivered: open.undelivered,
+        })
+    }
+
+    /// Forgets groups open for longer than their lease: a delivery of theirs never had its
+    /// attempt here (the hand-off overflowed), and the group's row, lapsed, is released to be
+    /// sent again whole by any replica (at-least-once).
+    fn forget_older_than(&mut self, lease: Duration) {
+        self.0.retain(|_, open| open.opened.elapsed() < lease);
     }
 }
 
@@ -307,6 +369,10 @@ async fn claim_and_send(
             return;
         }
         let now = now_ms();
+        // Groups whose replica died become rows first, so that this claim can take them.
+        if let Err(error) = store.release_lapsed_groups(now).await {
+            tracing::warn!(%error, "cannot release lapsed webhook groups");
+        }
         let lease = lease(&attempts.settings).as_millis();
         let claimed = match store
             .claim_deliveries(
@@ -450,7 +516,7 @@ async fn deliver(attempts: Arc<Attempts>, delivery: Delivery, slot: OwnedSemapho
         };
         // Recorded by `record_outcomes`; if the dispatcher stopped meanwhile, the claim's
         // lease runs out and the row is sent again: at-least-once.
-        let _ = attempts.settled.send((delivery.id.clone(), settle)).await;
+        let _ = attempts.settled.send((delivery, settle)).await;
     }
     .instrument(span)
     .await;
@@ -547,6 +613,61 @@ mod tests {
         let spread: std::collections::BTreeSet<_> =
             (0..50).map(|_| backoff(10, min, max)).collect();
         assert!(spread.len() > 10, "jitter spreads retries");
+    }
+
+    /// A group ends with the outcome of its last delivery, carrying the undelivered ones and
+    /// nothing else; one whose outcomes stopped coming (its hand-off overflowed) is forgotten
+    /// after its lease, for its lapsed row to be released.
+    #[test]
+    fn a_group_ends_with_its_last_outcome_and_keeps_only_the_undelivered() {
+        let group = GroupRef {
+            id: "grp_1".into(),
+            size: 3,
+        };
+        let handed = |id: &str, group: &GroupRef| Delivery {
+            id: id.into(),
+            endpoint: "http://receiver".into(),
+            event_type: "call.requested".into(),
+            payload: "{}".into(),
+            created_at_ms: 0,
+            attempts: 1,
+            retried_at_ms: None,
+            last_error: None,
+            traceparent: String::new(),
+            group: Some(group.clone()),
+        };
+        let retry = Settle::Retry {
+            next_attempt_at_ms: 5,
+            error: "answered 500".into(),
+        };
+        let mut open = OpenGroups::default();
+        assert_eq!(
+            open.record(&group, handed("a", &group), Settle::Delivered),
+            None
+        );
+        assert_eq!(
+            open.record(&group, handed("b", &group), retry.clone()),
+            None
+        );
+        let end = open
+            .record(&group, handed("c", &group), Settle::Delivered)
+            .expect("the third of three ends it");
+        assert_eq!(end.id, group.id);
+        assert_eq!(end.undelivered, vec![(handed("b", &group), retry)]);
+        assert!(open.0.is_empty());
+
+        let stalled = GroupRef {
+            id: "grp_2".into(),
+            size: 2,
+        };
+        assert_eq!(
+            open.record(&stalled, handed("x", &stalled), Settle::Delivered),
+            None
+        );
+        open.forget_older_than(Duration::from_secs(60));
+        assert_eq!(open.0.len(), 1, "kept within its lease");
+        open.forget_older_than(Duration::ZERO);
+        assert!(open.0.is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc};
 use super::events::{self, Routes};
 use crate::change::{Change, Facts};
 use crate::store::Outbound;
-use crate::store::webhooks::Delivery;
+use crate::store::webhooks::{Delivery, GroupRef};
 
 /// Batches of committed deliveries waiting for the dispatcher.
 pub const HANDOFF_QUEUE: usize = 1024;
@@ -67,8 +67,15 @@ impl Handoff {
     }
 
     /// After the commit of `outbound` (written for the request whose W3C context is
-    /// `traceparent`): its deliveries go to the dispatcher at once.
-    pub fn committed(&self, outbound: &Outbound, traceparent: &str, now_ms: i64) {
+    /// `traceparent`, in `group` if its store groups deliveries): its deliveries go to the
+    /// dispatcher at once.
+    pub fn committed(
+        &self,
+        outbound: &Outbound,
+        traceparent: &str,
+        now_ms: i64,
+        group: Option<&GroupRef>,
+    ) {
         let leased: Vec<Delivery> = outbound
             .deliveries
             .iter()
@@ -82,6 +89,7 @@ impl Handoff {
                 retried_at_ms: None,
                 last_error: None,
                 traceparent: traceparent.to_owned(),
+                group: group.cloned(),
             })
             .collect();
         if !leased.is_empty() && self.committed.try_send(leased).is_err() {

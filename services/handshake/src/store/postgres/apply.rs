@@ -29,7 +29,7 @@ use super::batch::Run;
 use crate::change::{IdempotencyRecord, RecordedOutcome};
 use crate::domain::VideochatRequest;
 use crate::store::webhooks::encode_devices;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{Applied, GroupRef, StoreError, StoreResult};
 
 /// One operation's write.
 pub(in crate::store) type ApplyJob = crate::store::OwnedWrite;
@@ -75,8 +75,9 @@ impl Statement {
     }
 
     /// The statement for `c` with the parts of `shape` (normally [`Shape::of`] `c`: every part
-    /// its rows need), guarded by `ok` when rings are finished.
-    fn compose(c: &Columns<'_>, shape: Shape, origin: &str) -> StoreResult<Self> {
+    /// its rows need), guarded by `ok` when rings are finished; its webhooks are written as the
+    /// group `group_id`.
+    fn compose(c: &Columns<'_>, shape: Shape, origin: &str, group_id: &str) -> StoreResult<Self> {
         let mut s = Self::new();
         let ops = s.bind(&c.ops)?;
         // Operations that finish a ring go through only if the ring was still pending: `ok`
@@ -285,6 +286,8 @@ impl Statement {
             ));
         }
         if shape.webhooks {
+            let group = s.bind(group_id)?;
+            let lease = s.bind(c.w.lease())?;
             let w = [
                 s.bind(&c.w.op)?,
                 s.bind(&c.w.id)?,
@@ -293,18 +296,21 @@ impl Statement {
                 s.bind(&c.w.payload)?,
                 s.bind(&c.w.traceparent)?,
                 s.bind(&c.w.now)?,
-                s.bind(&c.w.next)?,
-                s.bind(&c.w.attempts)?,
             ];
-            // Webhook deliveries (docs/webhooks.md), kept like every insert only for `ok`.
+            // Webhook deliveries (docs/webhooks.md): the batch's, of the operations kept, as one
+            // group (`store/webhooks.rs`, `GroupRef`), none if no operation that has any is kept.
+            // The arrays line up without an ORDER BY each: one aggregation pass feeds every
+            // aggregate the same rows in the same order (an ORDER BY would sort each apart).
             s.cte(format!(
                 "webhooks AS (
-    INSERT INTO webhook_deliveries (id, endpoint, event_type, payload, created_at_ms, next_attempt_at_ms, attempts, status, traceparent)
-    SELECT w.id, w.endpoint, w.event_type, w.payload, w.now, w.next, w.attempts, 'pending', w.traceparent
-    FROM UNNEST({}::int[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::bigint[], {}::bigint[], {}::bigint[])
-        AS w(op, id, endpoint, event_type, payload, traceparent, now, next, attempts)
-    WHERE {})",
-                w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8],
+    INSERT INTO webhook_groups (id, leased_until_ms, ids, endpoints, event_types, payloads, traceparents, created_at_ms)
+    SELECT {group}::text, {lease}::bigint, array_agg(w.id), array_agg(w.endpoint), array_agg(w.event_type),
+        array_agg(w.payload), array_agg(w.traceparent), array_agg(w.now)
+    FROM UNNEST({}::int[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::bigint[])
+        AS w(op, id, endpoint, event_type, payload, traceparent, now)
+    WHERE {}
+    HAVING count(*) > 0)",
+                w[0], w[1], w[2], w[3], w[4], w[5], w[6],
                 kept("w")
             ));
         }
@@ -435,7 +441,7 @@ impl Shape {
 pub(super) async fn warm(connection: &mut PgConnection, origin: &str) -> StoreResult<()> {
     let empty = Columns::default();
     for shape in Shape::common() {
-        let statement = Statement::compose(&empty, shape, origin)?;
+        let statement = Statement::compose(&empty, shape, origin, "")?;
         sqlx::query_with(sqlx::AssertSqlSafe(statement.sql), statement.args)
             .execute(&mut *connection)
             .await?;
@@ -450,11 +456,11 @@ pub(in crate::store) struct Applies {
     pub announce: Arc<Announce>,
 }
 
-impl Run<ApplyJob, Vec<u64>> for Applies {
+impl Run<ApplyJob, Applied> for Applies {
     fn run<'a>(
         &'a self,
         jobs: &'a [ApplyJob],
-    ) -> Pin<Box<dyn Future<Output = Vec<StoreResult<Vec<u64>>>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Vec<StoreResult<Applied>>> + Send + 'a>> {
         Box::pin(async move {
             let results = match self.write(jobs).await {
                 Ok(results) => results,
@@ -474,7 +480,7 @@ impl Run<ApplyJob, Vec<u64>> for Applies {
             };
             if results
                 .iter()
-                .any(|r| r.as_ref().is_ok_and(|seqs| !seqs.is_empty()))
+                .any(|r| r.as_ref().is_ok_and(|a| !a.positions.is_empty()))
             {
                 self.announce.commit_with_events();
             }
@@ -547,8 +553,9 @@ struct WebhookColumns<'a> {
     payload: Vec<&'a str>,
     traceparent: Vec<&'a str>,
     now: Vec<i64>,
-    next: Vec<i64>,
-    attempts: Vec<i64>,
+    /// When the group's claim ends: the earliest of its deliveries' (a delivery written
+    /// unclaimed makes the whole group due at once, for any dispatcher to release and send).
+    lease: Option<i64>,
 }
 
 impl<'a> WebhookColumns<'a> {
@@ -561,9 +568,13 @@ impl<'a> WebhookColumns<'a> {
             self.payload.push(d.payload.as_str());
             self.traceparent.push(job.traceparent.as_str());
             self.now.push(job.now_ms);
-            self.next.push(d.leased_until_ms.unwrap_or(job.now_ms));
-            self.attempts.push(i64::from(d.leased_until_ms.is_some()));
+            let until = d.leased_until_ms.unwrap_or(job.now_ms);
+            self.lease = Some(self.lease.map_or(until, |lease| lease.min(until)));
         }
+    }
+
+    fn lease(&self) -> i64 {
+        self.lease.unwrap_or_default()
     }
 }
 
@@ -650,13 +661,15 @@ impl<'a> Columns<'a> {
 }
 
 impl Applies {
-    /// Writes `jobs` in one statement; per job, the positions of its events or `Stale`.
-    async fn write(&self, jobs: &[ApplyJob]) -> StoreResult<Vec<StoreResult<Vec<u64>>>> {
+    /// Writes `jobs` in one statement; per job, the positions of its events and its webhooks'
+    /// group, or `Stale`.
+    async fn write(&self, jobs: &[ApplyJob]) -> StoreResult<Vec<StoreResult<Applied>>> {
         let mut c = Columns::default();
         for (op, job) in jobs.iter().enumerate() {
             c.add(i32::try_from(op).unwrap_or(i32::MAX), job);
         }
-        let statement = Statement::compose(&c, Shape::of(&c), &self.origin)?;
+        let group_id: Arc<str> = format!("grp_{}", uuid::Uuid::now_v7().simple()).into();
+        let statement = Statement::compose(&c, Shape::of(&c), &self.origin, &group_id)?;
         // The text is made of this file's fixed parts only (no value is ever written into it).
         let query = sqlx::query_as_with(sqlx::AssertSqlSafe(statement.sql), statement.args);
         let rows: Vec<(i32, i32, i64)> = query.fetch_all(&self.pool).await?;
@@ -675,12 +688,26 @@ impl Applies {
                 }
             }
         }
+        // The group holds the deliveries of the operations kept, and only those.
+        let size: usize = jobs
+            .iter()
+            .zip(&ok)
+            .filter(|(_, ok)| **ok)
+            .map(|(job, _)| job.outbound.deliveries.len())
+            .sum();
+        let group = (size > 0).then_some(GroupRef { id: group_id, size });
         Ok(ok
             .into_iter()
             .zip(positions)
-            .map(|(ok, positions)| {
+            .zip(jobs)
+            .map(|((ok, positions), job)| {
                 if ok {
-                    Ok(positions)
+                    Ok(Applied {
+                        positions,
+                        group: group
+                            .clone()
+                            .filter(|_| !job.outbound.deliveries.is_empty()),
+                    })
                 } else {
                     Err(StoreError::Stale)
                 }
@@ -739,7 +766,7 @@ mod tests {
         let mut c = Columns::default();
         ring(&mut c, 0);
         ring(&mut c, 1);
-        let s = Statement::compose(&c, Shape::of(&c), "replica").unwrap();
+        let s = Statement::compose(&c, Shape::of(&c), "replica", "grp_1").unwrap();
         for part in [
             "new_request AS",
             "events AS",
@@ -772,7 +799,7 @@ mod tests {
         c.f_at.push(Some(1));
         c.f_now.push(1);
         c.f_videochat.push(Some("vc_1"));
-        let s = Statement::compose(&c, Shape::of(&c), "replica").unwrap();
+        let s = Statement::compose(&c, Shape::of(&c), "replica", "grp_1").unwrap();
         assert!(s.sql.contains("fin AS") && s.sql.contains("ok AS"));
         // new_request, events and record each keep only operations in `ok`.
         assert_eq!(
@@ -890,7 +917,7 @@ mod tests {
     fn a_batch_that_writes_nothing_only_reports_its_operations() {
         let mut c = Columns::default();
         c.ops.extend([0, 1]);
-        let s = Statement::compose(&c, Shape::of(&c), "replica").unwrap();
+        let s = Statement::compose(&c, Shape::of(&c), "replica", "grp_1").unwrap();
         assert_eq!(s.sql, "SELECT unnest($1::int[]), -1, 0::bigint");
         assert_eq!(s.args.len(), 1);
     }

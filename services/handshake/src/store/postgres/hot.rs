@@ -27,7 +27,7 @@ use super::batch::Batcher;
 use super::load::{LoadJob, Loads};
 use super::{EXECUTORS, KEPT_OPEN, MAX_BATCH, open_all, pool_options};
 use crate::change::Facts;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{Applied, StoreError, StoreResult};
 
 /// The name of the thread, as `top -H` and profiles show it.
 const THREAD_NAME: &str = "pg-batches";
@@ -35,7 +35,7 @@ const THREAD_NAME: &str = "pg-batches";
 /// The queues of the hot path: callers submit to them from any runtime.
 pub(super) struct HotPath {
     pub loads: Batcher<LoadJob, Facts>,
-    pub applies: Batcher<ApplyJob, Vec<u64>>,
+    pub applies: Batcher<ApplyJob, Applied>,
 }
 
 /// Starts the thread, opens (and readies) its pool of `max_connections`, and returns the queues

@@ -27,6 +27,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 mod announce;
 mod apply;
 mod batch;
+#[cfg(test)]
+mod group_tests;
 mod hot;
 mod load;
 #[cfg(test)]
@@ -41,7 +43,7 @@ use super::calls::{self, RoomApplied};
 use super::facts::{self, FactRow};
 use super::rows::{RequestRow, UserRow, avatar_3d_json, requests_from_rows, user_from_row};
 use super::{
-    EventRange, Followed, IdempotencyRecord, OpenedSocket, Registration, Snapshot, Store,
+    Applied, EventRange, Followed, IdempotencyRecord, OpenedSocket, Registration, Snapshot, Store,
     StoreError, StoreResult, StoredEvent, Write, snapshot_from,
 };
 use crate::change::Facts;
@@ -104,7 +106,7 @@ pub struct PostgresStore {
     origin: String,
     signal: Arc<watch::Sender<u64>>,
     loads: Batcher<LoadJob, Facts>,
-    applies: Batcher<ApplyJob, Vec<u64>>,
+    applies: Batcher<ApplyJob, Applied>,
     /// Stops the LISTEN, NOTIFY and batch tasks when the store is dropped.
     _tasks: DropGuard,
 }
@@ -287,7 +289,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(name = "store.apply", skip_all, fields(db.system = "postgresql", otel.kind = "client"))]
-    async fn apply(&self, write: &Write<'_>) -> StoreResult<Vec<u64>> {
+    async fn apply(&self, write: &Write<'_>) -> StoreResult<Applied> {
         self.applies.submit(write.to_owned_write()).await
     }
 

@@ -1,6 +1,11 @@
 //! Postgres's [`WebhookStore`]: the delivery outbox and push devices. Any number of replicas
 //! dispatch from one table: a claim skips rows another replica has locked and leases what it
 //! takes (`FOR UPDATE SKIP LOCKED`).
+//!
+//! A write batch's deliveries are written as one row of `webhook_groups` (`apply.rs`, and
+//! [`GroupRef`](crate::store::webhooks::GroupRef) for why), claimed by the replica that wrote
+//! them; they become rows of `webhook_deliveries` only if one is not delivered at its first
+//! attempt, or if the group's lease runs out.
 
 use async_trait::async_trait;
 
@@ -8,12 +13,92 @@ use super::PostgresStore;
 use crate::domain::{PushDevice, PushToken, RequestId, UserId};
 use crate::store::StoreResult;
 use crate::store::webhooks::{
-    DELIVERY_COLUMNS, Delivery, DeliveryRow, RetrySelection, Settle, WebhookStore,
+    DELIVERY_COLUMNS, Delivery, DeliveryRow, GroupEnd, RetrySelection, Settle, WebhookStore,
     delivery_from_row, pushed_devices_of,
 };
 
 /// Forgets the delivered ones of a batch of outcomes.
 const DELIVERED: &str = "DELETE FROM webhook_deliveries WHERE id = ANY($1::text[])";
+
+/// Forgets groups that ended.
+const GROUPS_ENDED: &str = "DELETE FROM webhook_groups WHERE id = ANY($1::text[])";
+
+/// Writes a group's undelivered deliveries as rows of their own, settled: `$1`… the columns,
+/// one element per delivery. A delivery that has a row already (its group was released
+/// meanwhile) keeps it.
+const UNDELIVERED: &str = "INSERT INTO webhook_deliveries \
+     (id, endpoint, event_type, payload, created_at_ms, next_attempt_at_ms, attempts, status, \
+      last_error, failed_at_ms, retried_at_ms, traceparent) \
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+                          $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::bigint[], \
+                          $11::bigint[], $12::text[]) \
+     ON CONFLICT (id) DO NOTHING";
+
+/// Most groups one release takes (each holds up to a write batch's deliveries).
+const RELEASE_GROUPS: i64 = 64;
+
+/// Turns lapsed groups into pending rows due at `$1`, attempted once (the attempt their
+/// replica may have made); `$2` groups at most, skipping those another replica is releasing.
+const RELEASE: &str = "WITH lapsed AS ( \
+         DELETE FROM webhook_groups WHERE id IN ( \
+             SELECT id FROM webhook_groups WHERE leased_until_ms <= $1 \
+             ORDER BY leased_until_ms LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         RETURNING ids, endpoints, event_types, payloads, traceparents, created_at_ms), \
+     released AS ( \
+         INSERT INTO webhook_deliveries (id, endpoint, event_type, payload, created_at_ms, \
+             next_attempt_at_ms, attempts, status, traceparent) \
+         SELECT d.id, d.endpoint, d.event_type, d.payload, d.created, $1, 1, 'pending', d.traceparent \
+         FROM lapsed l, UNNEST(l.ids, l.endpoints, l.event_types, l.payloads, l.traceparents, \
+                               l.created_at_ms) AS d(id, endpoint, event_type, payload, traceparent, created) \
+         ON CONFLICT (id) DO NOTHING RETURNING 1) \
+     SELECT COUNT(*) FROM released";
+
+/// The columns of [`UNDELIVERED`], one element per delivery.
+#[derive(Default)]
+struct UndeliveredColumns<'a> {
+    id: Vec<&'a str>,
+    endpoint: Vec<&'a str>,
+    event_type: Vec<&'a str>,
+    payload: Vec<&'a str>,
+    created_at_ms: Vec<i64>,
+    next_attempt_at_ms: Vec<i64>,
+    attempts: Vec<i64>,
+    status: Vec<&'static str>,
+    last_error: Vec<&'a str>,
+    failed_at_ms: Vec<Option<i64>>,
+    retried_at_ms: Vec<Option<i64>>,
+    traceparent: Vec<&'a str>,
+}
+
+impl<'a> UndeliveredColumns<'a> {
+    fn of(ended: &'a [GroupEnd], now_ms: i64) -> Self {
+        let mut c = Self::default();
+        for (delivery, settle) in ended.iter().flat_map(|g| &g.undelivered) {
+            let (next, status, error, failed_at) = match settle {
+                // Not undelivered after all: nothing to keep.
+                Settle::Delivered => continue,
+                Settle::Retry {
+                    next_attempt_at_ms,
+                    error,
+                } => (*next_attempt_at_ms, "pending", error.as_str(), None),
+                Settle::Failed { error } => (now_ms, "failed", error.as_str(), Some(now_ms)),
+            };
+            c.id.push(&delivery.id);
+            c.endpoint.push(&delivery.endpoint);
+            c.event_type.push(&delivery.event_type);
+            c.payload.push(&delivery.payload);
+            c.created_at_ms.push(delivery.created_at_ms);
+            c.next_attempt_at_ms.push(next);
+            c.attempts.push(i64::from(delivery.attempts));
+            c.status.push(status);
+            c.last_error.push(error);
+            c.failed_at_ms.push(failed_at);
+            c.retried_at_ms.push(delivery.retried_at_ms);
+            c.traceparent.push(&delivery.traceparent);
+        }
+        c
+    }
+}
 
 #[async_trait]
 impl WebhookStore for PostgresStore {
@@ -98,11 +183,61 @@ impl WebhookStore for PostgresStore {
         Ok(())
     }
 
-    async fn pending_deliveries(&self) -> StoreResult<u64> {
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'")
-                .fetch_one(&self.pool)
+    async fn settle_groups(&self, ended: &[GroupEnd], now_ms: i64) -> StoreResult<()> {
+        if ended.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = ended.iter().map(|g| &*g.id).collect();
+        let undelivered = UndeliveredColumns::of(ended, now_ms);
+        if undelivered.id.is_empty() {
+            // The usual case: every delivery went through at once. One statement.
+            sqlx::query(GROUPS_ENDED)
+                .bind(&ids)
+                .execute(&self.pool)
                 .await?;
+            return Ok(());
+        }
+        let c = undelivered;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(UNDELIVERED)
+            .bind(&c.id)
+            .bind(&c.endpoint)
+            .bind(&c.event_type)
+            .bind(&c.payload)
+            .bind(&c.created_at_ms)
+            .bind(&c.next_attempt_at_ms)
+            .bind(&c.attempts)
+            .bind(&c.status)
+            .bind(&c.last_error)
+            .bind(&c.failed_at_ms)
+            .bind(&c.retried_at_ms)
+            .bind(&c.traceparent)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(GROUPS_ENDED)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_lapsed_groups(&self, now_ms: i64) -> StoreResult<u64> {
+        let (released,): (i64,) = sqlx::query_as(RELEASE)
+            .bind(now_ms)
+            .bind(RELEASE_GROUPS)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(released).unwrap_or_default())
+    }
+
+    async fn pending_deliveries(&self) -> StoreResult<u64> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending') \
+                  + (SELECT COALESCE(SUM(cardinality(ids)), 0)::bigint FROM webhook_groups)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(u64::try_from(n).unwrap_or_default())
     }
 

@@ -7,7 +7,7 @@ use super::SqliteStore;
 use super::commit::Settling;
 use crate::domain::{PushDevice, PushToken, RequestId, UserId};
 use crate::store::webhooks::{
-    DELIVERY_COLUMNS, Delivery, DeliveryRow, RetrySelection, Settle, WebhookStore,
+    DELIVERY_COLUMNS, Delivery, DeliveryRow, GroupEnd, RetrySelection, Settle, WebhookStore,
     delivery_from_row, pushed_devices_of,
 };
 use crate::store::{StoreError, StoreResult};
@@ -55,6 +55,23 @@ impl WebhookStore for SqliteStore {
                 "the SQLite committer stopped before recording webhook outcomes",
             ))
         })?
+    }
+
+    /// SQLite writes every delivery as a row of its own (`commit.rs`; an insert costs it little),
+    /// so no group of its can end: one handed here was not written by this store.
+    async fn settle_groups(&self, ended: &[GroupEnd], _now_ms: i64) -> StoreResult<()> {
+        match ended.first() {
+            None => Ok(()),
+            Some(group) => Err(StoreError::Corrupt {
+                table: "webhook_groups",
+                detail: format!("group {} ended on SQLite, which writes no groups", group.id),
+            }),
+        }
+    }
+
+    /// No groups here (see [`Self::settle_groups`]): none to release.
+    async fn release_lapsed_groups(&self, _now_ms: i64) -> StoreResult<u64> {
+        Ok(0)
     }
 
     async fn pending_deliveries(&self) -> StoreResult<u64> {
@@ -148,5 +165,34 @@ impl WebhookStore for SqliteStore {
 
     async fn pushed_devices(&self, request: &RequestId) -> StoreResult<Option<Vec<PushDevice>>> {
         pushed_devices_of(&self.readers, request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::scratch::TempDir;
+
+    /// SQLite writes no groups: none to release, and a group handed to it to end is refused as
+    /// not its own (nothing is written).
+    #[tokio::test]
+    async fn sqlite_has_no_groups_to_release_and_refuses_to_end_one() {
+        let dir = TempDir::new();
+        let url = format!("sqlite://{}", dir.0.join("videochat.db").display());
+        let store = SqliteStore::connect(&url, "test").await.unwrap();
+        assert_eq!(store.release_lapsed_groups(i64::MAX).await.unwrap(), 0);
+        store.settle_groups(&[], 1).await.unwrap();
+        let foreign = GroupEnd {
+            id: Arc::from("grp_elsewhere"),
+            undelivered: Vec::new(),
+        };
+        let refused = store.settle_groups(&[foreign], 1).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Corrupt { table: "webhook_groups", detail }) if detail.contains("grp_elsewhere")),
+            "{refused:?}"
+        );
+        assert_eq!(store.pending_deliveries().await.unwrap(), 0);
     }
 }
