@@ -429,6 +429,20 @@ async fn deliveries_survive_a_dead_endpoint_and_a_service_restart(backend: Backe
     app.stop().await;
 }
 
+/// Waits (past a lease) for `request`'s `call.requested` to be delivered; it must be delivered
+/// once, signed so that the reference library verifies it. Returns it.
+async fn requested_once_after_a_lease(receiver: &Receiver, request: &Value) -> Value {
+    let received = receiver
+        .until(DEADLINE * 2, |r| {
+            !of_type(r, "call.requested", request).is_empty()
+        })
+        .await;
+    let sent = of_type(&received, "call.requested", request);
+    assert_eq!(sent.len(), 1, "delivered once: {received:#?}");
+    assert!(sent[0]["verified"] == true);
+    sent[0].clone()
+}
+
 /// An endpoint that accepts connections and never answers: an attempt at it runs until its
 /// timeout. Dropped, it closes the port.
 struct Silent(tokio::task::JoinHandle<()>);
@@ -490,14 +504,7 @@ async fn deliveries_whose_attempts_a_stopping_replica_abandoned_are_sent_after_t
 
     let receiver = Receiver::start(port).await;
     let app = TestApp::spawn_on(db, |_, h| slow(h, url)).await;
-    let received = receiver
-        .until(DEADLINE * 2, |r| {
-            !of_type(r, "call.requested", &request).is_empty()
-        })
-        .await;
-    let sent = of_type(&received, "call.requested", &request);
-    assert_eq!(sent.len(), 1, "sent once: {received:#?}");
-    assert!(sent[0]["verified"] == true);
+    requested_once_after_a_lease(&receiver, &request).await;
     // Its delivery recorded: the row goes (outcomes are recorded in batches, within 20 ms).
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while outbox_rows(&app).await > 0 {
@@ -1129,14 +1136,7 @@ async fn a_killed_service_loses_no_delivery() {
     receiver.answer(200).await;
     let mut second = serve_binary(&dir, &url).await;
     // A claim the killed process held is due again when its lease (attempt timeout + 5 s) ends.
-    let received = receiver
-        .until(DEADLINE * 2, |r| {
-            !of_type(r, "call.requested", &request).is_empty()
-        })
-        .await;
-    let sent = of_type(&received, "call.requested", &request);
-    assert_eq!(sent.len(), 1, "delivered once: {received:#?}");
-    assert!(sent[0]["verified"] == true);
+    let sent = requested_once_after_a_lease(&receiver, &request).await;
     let refused_ids: BTreeSet<_> = refused
         .iter()
         .filter(|x| x["payload"]["data"]["videochatRequestId"] == request)
@@ -1144,7 +1144,7 @@ async fn a_killed_service_loses_no_delivery() {
         .collect();
     assert_eq!(
         refused_ids,
-        BTreeSet::from([sent[0]["id"].as_str().unwrap()]),
+        BTreeSet::from([sent["id"].as_str().unwrap()]),
         "the same webhook-id before and after the kill"
     );
     // This process's own metrics (counted just after each answer): one delivered, after the
