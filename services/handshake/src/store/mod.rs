@@ -144,7 +144,6 @@ pub struct NewEvent {
     pub payload: Vec<u8>,
 }
 
-/// One decided operation, ready to be written.
 /// What [`Store::apply`] answers for a committed write.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -155,6 +154,7 @@ pub struct Applied {
     pub group: Option<GroupRef>,
 }
 
+/// One decided operation, ready to be written.
 pub struct Write<'a> {
     pub change: &'a Change,
     /// The change's events, encoded, in the order of `change.events`.

@@ -128,9 +128,9 @@ impl Delivery {
 /// Why: a row per delivery cost Postgres an insert into a table and two indexes inside the
 /// handshake's write, a delete once delivered, and their vacuuming. Measured flat out on
 /// Postgres (docs/benchmarks.md, *Webhooks as one row per write batch*): WAL per handshake
-/// −15 %, Postgres CPU per handshake −1 to −6 %; handshakes/s within the noise. Each delivery of the group carries it; the
-/// dispatcher ends the group once it has the outcome of all `size`
-/// ([`WebhookStore::settle_groups`]).
+/// −15 %, Postgres CPU per handshake −1 to −6 %; handshakes/s within the noise. Each delivery
+/// of the group carries it; the dispatcher ends the group once it has the outcome of all
+/// `size` ([`WebhookStore::settle_groups`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupRef {
     pub id: Arc<str>,

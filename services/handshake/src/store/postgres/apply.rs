@@ -668,8 +668,15 @@ impl Applies {
         for (op, job) in jobs.iter().enumerate() {
             c.add(i32::try_from(op).unwrap_or(i32::MAX), job);
         }
-        let group_id: Arc<str> = format!("grp_{}", uuid::Uuid::now_v7().simple()).into();
-        let statement = Statement::compose(&c, Shape::of(&c), &self.origin, &group_id)?;
+        // Named only for a batch that writes webhooks (most batches of a replica without them).
+        let group_id: Option<Arc<str>> =
+            (!c.w.op.is_empty()).then(|| format!("grp_{}", uuid::Uuid::now_v7().simple()).into());
+        let statement = Statement::compose(
+            &c,
+            Shape::of(&c),
+            &self.origin,
+            group_id.as_deref().unwrap_or_default(),
+        )?;
         // The text is made of this file's fixed parts only (no value is ever written into it).
         let query = sqlx::query_as_with(sqlx::AssertSqlSafe(statement.sql), statement.args);
         let rows: Vec<(i32, i32, i64)> = query.fetch_all(&self.pool).await?;
@@ -695,7 +702,9 @@ impl Applies {
             .filter(|(_, ok)| **ok)
             .map(|(job, _)| job.outbound.deliveries.len())
             .sum();
-        let group = (size > 0).then_some(GroupRef { id: group_id, size });
+        let group = group_id
+            .filter(|_| size > 0)
+            .map(|id| GroupRef { id, size });
         Ok(ok
             .into_iter()
             .zip(positions)
