@@ -80,8 +80,7 @@ enum Command {
     Sink(sink::SinkArgs),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -91,15 +90,30 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let common = &cli.common;
     if let Command::Summary(args) = &cli.command {
         let table = report::summary(args)?;
         std::io::stdout().write_all(table.as_bytes())?;
         return Ok(());
     }
     if let Command::Sink(args) = &cli.command {
-        return sink::run(args).await;
+        // One thread: the sink stands in for a receiver on another machine, and on this one
+        // every cycle it spends is taken from the service it measures (docs/benchmarks.md). On
+        // one thread a request is read and answered without waking another (a multi-threaded
+        // runtime spread the connections over two workers that woke each other).
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(sink::run(args));
     }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(drive(&cli))
+}
+
+/// The load-generating commands, on a multi-threaded runtime.
+async fn drive(cli: &Cli) -> anyhow::Result<()> {
+    let common = &cli.common;
 
     let url = common
         .url
