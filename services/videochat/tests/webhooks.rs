@@ -527,6 +527,76 @@ async fn deliveries_whose_attempts_a_stopping_replica_abandoned_are_sent_after_t
     app.stop().await;
 }
 
+/// An endpoint that never answers holds only its own attempt: the same event's delivery to
+/// another endpoint, started with it, arrives at once, and the silent endpoint's attempt ends at
+/// the timeout with an error that says so — here past the age limit too, so it is failed and
+/// listed.
+async fn an_endpoint_that_never_answers_times_out_alone(backend: Backend) {
+    let port = common::process::free_port().await.port();
+    let mut silent = Silent::on(port).await;
+    let receiver = Receiver::start(0).await;
+    let urls = vec![
+        format!("http://127.0.0.1:{port}/calls"),
+        receiver.url("/calls"),
+    ];
+    let timeout = Duration::from_millis(3_000);
+    let app = spawn(backend, |_, h| {
+        webhooks(h, None, None);
+        h.webhooks.webhook_url = urls;
+        h.webhooks.webhook_timeout_ms = timeout.as_millis() as u64;
+        h.webhooks.webhook_max_age_s = 1;
+    })
+    .await;
+    let mut alice = app.connect("alice").await;
+    let mut bob = app.connect("bob").await;
+    let started = tokio::time::Instant::now();
+    let request = ring(&mut alice, &mut bob).await;
+    receiver
+        .until(DEADLINE, |r| {
+            of_type(r, "call.requested", &request).len() == 1
+        })
+        .await;
+    assert!(
+        started.elapsed() < timeout,
+        "the answered delivery waited for the silent one's deadline"
+    );
+    silent.until_a_request().await;
+
+    let mut admin = admin(&app).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let failed = loop {
+        let failed = admin
+            .list_failed_deliveries(pb::ListFailedDeliveriesRequest { limit: 0 })
+            .await
+            .unwrap()
+            .into_inner()
+            .deliveries;
+        if !failed.is_empty() {
+            break failed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the silent endpoint's attempt never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(started.elapsed() >= timeout, "ended before its timeout");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].event_type, "call.requested");
+    assert_eq!(failed[0].endpoint, format!("http://127.0.0.1:{port}/calls"));
+    assert!(
+        failed[0].last_error.contains("no answer within 3s"),
+        "{:?}",
+        failed[0].last_error
+    );
+    assert_eq!(
+        of_type(&receiver.received().await, "call.requested", &request).len(),
+        1,
+        "the answered delivery is not sent again"
+    );
+    app.stop().await;
+}
+
 /// A webhook that keeps failing past its age limit is marked failed, listed by
 /// `ListFailedDeliveries`, and sent again — same id — by `RetryDeliveries`, by id or all.
 async fn failed_deliveries_are_listed_and_sent_again(backend: Backend) {
@@ -1059,6 +1129,7 @@ on_both_backends!(
     a_failing_endpoint_gets_every_event_once_it_recovers,
     deliveries_survive_a_dead_endpoint_and_a_service_restart,
     deliveries_whose_attempts_a_stopping_replica_abandoned_are_sent_after_their_lease,
+    an_endpoint_that_never_answers_times_out_alone,
     failed_deliveries_are_listed_and_sent_again,
     an_offline_callee_with_a_device_is_rung_through_push,
     an_offline_user_invited_into_a_videochat_is_rung_through_push,
