@@ -144,6 +144,30 @@ async fn admin(app: &TestApp) -> WebhookDeliveriesClient<GrpcChannel> {
     WebhookDeliveriesClient::new(app.grpc_as(Some(SERVICE_TOKEN)).await)
 }
 
+/// The failed deliveries `ListFailedDeliveries` lists, once there are `count` of them.
+async fn failed_once(
+    admin: &mut WebhookDeliveriesClient<GrpcChannel>,
+    count: usize,
+) -> Vec<pb::WebhookDelivery> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let failed = admin
+            .list_failed_deliveries(pb::ListFailedDeliveriesRequest { limit: 0 })
+            .await
+            .unwrap()
+            .into_inner()
+            .deliveries;
+        if failed.len() >= count {
+            return failed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {count} failed: {failed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Every call-status event — of a direct call, an invite, a merge, a decline, a cancel and a
 /// timeout — arrives once, signed so that the reference library verifies it, naming the ring,
 /// the videochat, both users, the reason and the times.
@@ -563,23 +587,7 @@ async fn an_endpoint_that_never_answers_times_out_alone(backend: Backend) {
     silent.until_a_request().await;
 
     let mut admin = admin(&app).await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let failed = loop {
-        let failed = admin
-            .list_failed_deliveries(pb::ListFailedDeliveriesRequest { limit: 0 })
-            .await
-            .unwrap()
-            .into_inner()
-            .deliveries;
-        if !failed.is_empty() {
-            break failed;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the silent endpoint's attempt never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let failed = failed_once(&mut admin, 1).await;
     assert!(started.elapsed() >= timeout, "ended before its timeout");
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0].event_type, "call.requested");
@@ -618,23 +626,8 @@ async fn failed_deliveries_are_listed_and_sent_again(backend: Backend) {
         )
         .await);
     let mut admin = admin(&app).await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let failed = loop {
-        let failed = admin
-            .list_failed_deliveries(pb::ListFailedDeliveriesRequest { limit: 0 })
-            .await
-            .unwrap()
-            .into_inner()
-            .deliveries;
-        if failed.len() == 2 {
-            break failed;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never failed: {failed:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let failed = failed_once(&mut admin, 2).await;
+    assert_eq!(failed.len(), 2, "{failed:?}");
     let types: BTreeSet<_> = failed.iter().map(|d| d.event_type.as_str()).collect();
     assert_eq!(types, BTreeSet::from(["call.requested", "call.declined"]));
     assert!(
